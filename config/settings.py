@@ -1,0 +1,251 @@
+"""gradequeue settings: one module, read from environment variables.
+
+The defaults make ``make run`` work on a laptop with nothing installed: SQLite and kombu's filesystem
+transport. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and RabbitMQ/Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("GRADEQUEUE_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false)")
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Development runs (make run, tests) get a fixed throwaway key; a production deployment must set one.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if env_bool("GRADEQUEUE_DEV", False) or DEBUG:
+        SECRET_KEY = "gradequeue-development-only-secret-key-do-not-deploy"  # noqa: S105
+    else:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Set it, or set GRADEQUEUE_DEV=1 for a development run."
+        )
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_celery_beat",
+    "grading",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# Both "/xqueue/submit/" and "/xqueue/submit" are routed explicitly; a 301 would make clients drop POST bodies.
+APPEND_SLASH = False
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'gradequeue.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one SQLite file: WAL lets readers run beside the writer, IMMEDIATE
+    # transactions take the write lock up front instead of failing on a lock upgrade, and the timeout
+    # makes writers wait their turn.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-gradequeue.sqlite3")}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = "media/"
+
+# Requests larger than this are refused with the protocol's failure envelope (never a 400/500).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("GRADEQUEUE_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["grading.api.auth.SessionAuthenticationNoCsrf"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["grading.api.envelope.XQueueRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# --- Celery -------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport: messages are files in one folder that every process on this machine
+    # shares, so web, worker and beat talk without any server. Development only: it has no acks that
+    # survive a killed worker (the database sweep recovers those tasks).
+    _broker_dir = Path(env_str("GRADEQUEUE_BROKER_DIR", str(VAR_DIR / "broker")))
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = 60
+CELERY_TASK_TIME_LIMIT = 90
+CELERY_TASK_DEFAULT_QUEUE = env_str("GRADEQUEUE_CELERY_QUEUE", "gradequeue")
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish while the broker is unreachable must fail fast: the row is already committed and the sweep
+# re-enqueues it, so blocking the HTTP request for the default retry period helps nobody.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# --- gradequeue ---------------------------------------------------------------------------------------
+# Everything tunable about the queue, in one place. grading.conf.queue_settings reads it; per-queue
+# columns (Queue.lease_seconds, Queue.max_attempts) override the first two.
+GRADEQUEUE = {
+    # How long a pulled submission stays leased to its grader before it comes back.
+    "LEASE_SECONDS": env_int("GRADEQUEUE_LEASE_SECONDS", 300, minimum=1),
+    # How many leases a submission gets before it fails and the LMS is told it could not be graded.
+    "MAX_ATTEMPTS": env_int("GRADEQUEUE_MAX_ATTEMPTS", 3, minimum=1),
+    # LMS delivery back-off: the n-th retry waits a random time in [0, min(CAP, BASE * 2**n)] ("full
+    # jitter"), and delivery goes on until HORIZON seconds after the first attempt.
+    "DELIVERY_BACKOFF_BASE": env_float("GRADEQUEUE_DELIVERY_BACKOFF_BASE", 2.0, minimum=0.001),
+    "DELIVERY_BACKOFF_CAP": env_float("GRADEQUEUE_DELIVERY_BACKOFF_CAP", 600.0, minimum=0.001),
+    "DELIVERY_HORIZON": env_float("GRADEQUEUE_DELIVERY_HORIZON", 6 * 3600.0, minimum=0.0),
+    "DELIVERY_TIMEOUT": env_float("GRADEQUEUE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
+    # The sweep re-enqueues work whose task message never ran (broker down at commit, worker killed).
+    "SWEEP_BATCH": env_int("GRADEQUEUE_SWEEP_BATCH", 500, minimum=1),
+    "SWEEP_GRACE_SECONDS": env_float("GRADEQUEUE_SWEEP_GRACE_SECONDS", 30.0, minimum=0.0),
+    # Submit limits.
+    "MAX_FILES": env_int("GRADEQUEUE_MAX_FILES", 20, minimum=0),
+    "MAX_FILE_BYTES": env_int("GRADEQUEUE_MAX_FILE_BYTES", 10 * 1024 * 1024, minimum=1),
+    # Download links in xqueue_files expire after this many seconds (longer than a lease).
+    "FILE_URL_SECONDS": env_int("GRADEQUEUE_FILE_URL_SECONDS", 24 * 3600, minimum=60),
+    # The base URL graders use to reach this service (for file links), when a proxy hides it from requests.
+    "PUBLIC_BASE_URL": env_str("GRADEQUEUE_PUBLIC_BASE_URL", ""),
+    # Queues created at start-up: "name" or "name:mode", comma-separated.
+    "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

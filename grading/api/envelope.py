@@ -1,0 +1,36 @@
+"""The XQueue reply envelope ``{"return_code": 0|1, "content": ...}``: built here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rest_framework.renderers import BaseRenderer
+from rest_framework.response import Response
+
+
+class XQueueRenderer(BaseRenderer):
+    """``json.dumps`` with its default separators, byte-for-byte what the reference server sends."""
+
+    media_type = "application/json"
+    format = "json"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if data is None:
+            return b""
+        return json.dumps(data).encode("utf-8")
+
+
+def envelope(success: bool, content: Any) -> dict[str, Any]:
+    return {"return_code": 0 if success else 1, "content": content}
+
+
+def ok(content: Any) -> Response:
+    """HTTP 200, return_code 0."""
+    return Response(envelope(True, content))
+
+
+def fail(content: Any) -> Response:
+    """HTTP 200, return_code 1: clients read the envelope; a 4xx/5xx would be taken for a broken server."""
+    return Response(envelope(False, content))

@@ -1,0 +1,247 @@
+"""The XQueue HTTP API. Thin: parse and validate, one call into ``grading``, build the envelope.
+
+The wire contract, including the real clients' quirks, is ../shared/PROTOCOL.md of the project's steering
+documents; every reply text here is taken from it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth.views import redirect_to_login
+from django.core import signing
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse
+from django.middleware.csrf import get_token
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, ParseError, UnsupportedMediaType
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from grading import access, files, lifecycle
+from grading.api.envelope import fail, ok
+from grading.conf import setting
+from grading.models import Role
+
+LOGIN_URL = "/xqueue/login/"
+
+
+class XQueueView(APIView):
+    """Common ground: 302 to the login page when not logged in, envelopes for every other problem."""
+
+    not_allowed_message = "Unsupported method"
+
+    def handle_exception(self, exc: Exception) -> Any:
+        if isinstance(exc, NotAuthenticated | AuthenticationFailed):
+            return redirect_to_login(self.request.get_full_path(), LOGIN_URL)
+        if isinstance(exc, RequestDataTooBig):
+            return fail(f"Request too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)")
+        if isinstance(exc, TooManyFieldsSent | ParseError | UnsupportedMediaType):
+            return fail("Request could not be parsed")
+        return super().handle_exception(exc)
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        return fail(self.not_allowed_message)
+
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        return self.http_method_not_allowed(request)
+
+
+def _form(request: Request) -> Any:
+    """The form fields. Reading them here turns an oversized body into the envelope, not a 400."""
+    return request.data
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class LoginView(XQueueView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+
+    def get(self, request: Request) -> Response:
+        # 2026 watchers read the csrftoken cookie from this GET before they log in.
+        get_token(request._request)
+        return fail("login_required")
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        return self.get(request)
+
+    def post(self, request: Request) -> Response:
+        data = _form(request)
+        username, password = data.get("username"), data.get("password")
+        if not username or not password:
+            return fail("Insufficient login info")
+        user = authenticate(request._request, username=username, password=password)
+        if user is None:
+            return fail("Incorrect login credentials")
+        login(request._request, user)
+        return ok("Logged in")
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class LogoutView(XQueueView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        logout(request._request)
+        return ok("Goodbye")
+
+    get = post = http_method_not_allowed
+
+
+class StatusView(XQueueView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        return ok("OK")
+
+    get = http_method_not_allowed
+
+
+class SubmitView(XQueueView):
+    not_allowed_message = "Queue requests should use HTTP POST"
+
+    def post(self, request: Request) -> Response:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + int(setting("MAX_FILES")) * int(setting("MAX_FILE_BYTES"))
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+            return fail(f"Request too large (limit {limit} bytes)")
+        data = _form(request)
+        header_text, body = data.get("xqueue_header"), data.get("xqueue_body")
+        if not isinstance(header_text, str) or not isinstance(body, str):
+            return fail("Queue request has invalid format")
+        try:
+            header = json.loads(header_text)
+        except ValueError:
+            return fail("Queue request has invalid format")
+        if not isinstance(header, dict) or not all(
+            isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name")
+        ) or "lms_key" not in header:
+            return fail("Queue request has invalid format")
+        queue_name = header["queue_name"]
+        queue = access.queue_for(request.user, queue_name, Role.LMS)
+        if queue is None:
+            return fail(f"Queue '{queue_name}' not found")
+        uploads = dict(request.FILES.items())
+        try:
+            files.check_limits(uploads.values())
+        except files.FileLimitError as exc:
+            return fail(str(exc))
+        stored = files.store(uploads) if uploads else {}
+        new = lifecycle.NewSubmission(
+            queue=queue,
+            lms_header=header_text,
+            lms_callback_url=header["lms_callback_url"],
+            lms_key=str(header["lms_key"]),
+            body=body,
+            files=stored,
+        )
+        try:
+            _submission, length = lifecycle.submit(new, request.user)
+        except Exception:
+            files.delete(stored.values())
+            raise
+        return ok(str(length))
+
+
+def _queue_name(request: Request, endpoint: str) -> tuple[str | None, Response | None]:
+    name = request.query_params.get("queue_name")
+    if not name:
+        return None, fail(f"'{endpoint}' must provide parameter 'queue_name'")
+    return name, None
+
+
+class GetQueueLenView(XQueueView):
+    def get(self, request: Request) -> Response:
+        name, error = _queue_name(request, "get_queuelen")
+        if error:
+            return error
+        queue = access.queue_for(request.user, name)
+        if queue is None:
+            return fail("Valid queue names are: " + ", ".join(access.queue_names(request.user)))
+        return ok(lifecycle.queue_length(queue.pk))
+
+    post = get
+
+
+class GetSubmissionView(XQueueView):
+    def get(self, request: Request) -> Response:
+        name, error = _queue_name(request, "get_submission")
+        if error:
+            return error
+        queue = access.queue_for(request.user, name, Role.GRADER)
+        if queue is None:
+            return fail(f"Queue '{name}' not found")
+        lease = lifecycle.lease_next(queue, request.user)
+        if lease is None:
+            return fail(f"Queue '{name}' is empty")
+        base_url = setting("PUBLIC_BASE_URL") or request.build_absolute_uri("/")
+        return ok(
+            json.dumps(
+                {
+                    "xqueue_header": json.dumps({"submission_id": lease.submission_id, "submission_key": lease.key}),
+                    "xqueue_body": lease.body,
+                    "xqueue_files": json.dumps(files.urls_for(lease.files, base_url)),
+                }
+            )
+        )
+
+    post = get
+
+
+def _submission_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+class PutResultView(XQueueView):
+    not_allowed_message = "'put_result' must use HTTP POST"
+
+    def post(self, request: Request) -> Response:
+        data = _form(request)
+        header_text, reply = data.get("xqueue_header"), data.get("xqueue_body")
+        if not isinstance(header_text, str) or not isinstance(reply, str):
+            return fail("Incorrect reply format")
+        try:
+            header = json.loads(header_text)
+        except ValueError:
+            return fail("Incorrect reply format")
+        if not isinstance(header, dict):
+            return fail("Incorrect reply format")
+        submission_id = _submission_id(header.get("submission_id"))
+        key = header.get("submission_key")
+        if submission_id is None or not isinstance(key, str) or not key or submission_id > 2**62:
+            return fail("Incorrect reply format")
+        outcome = lifecycle.accept_result(
+            submission_id, key, reply, request.user, access.queue_ids(request.user, Role.GRADER)
+        )
+        if outcome is lifecycle.ResultOutcome.NO_SUCH_SUBMISSION:
+            return fail("Submission does not exist")
+        if outcome is lifecycle.ResultOutcome.WRONG_KEY:
+            return fail("Incorrect key for submission")
+        return ok("")
+
+
+def download(request: Any, token: str, name: str) -> HttpResponse:
+    """Serve a stored submission file to whoever holds a valid, unexpired link (graders)."""
+    try:
+        path = files.path_from_token(token)
+    except signing.SignatureExpired:
+        return HttpResponse("This download link has expired.\n", status=410, content_type="text/plain")
+    except signing.BadSignature:
+        return HttpResponse("This download link is not valid.\n", status=403, content_type="text/plain")
+    if not default_storage.exists(path):
+        return HttpResponse("This file no longer exists.\n", status=404, content_type="text/plain")
+    return FileResponse(default_storage.open(path, "rb"), as_attachment=True, filename=name)

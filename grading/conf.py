@@ -1,0 +1,45 @@
+"""Access to the GRADEQUEUE settings dict, with defaults, and per-queue overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "LEASE_SECONDS": 300,
+    "MAX_ATTEMPTS": 3,
+    "DELIVERY_BACKOFF_BASE": 2.0,
+    "DELIVERY_BACKOFF_CAP": 600.0,
+    "DELIVERY_HORIZON": 6 * 3600.0,
+    "DELIVERY_TIMEOUT": 10.0,
+    "SWEEP_BATCH": 500,
+    "SWEEP_GRACE_SECONDS": 30.0,
+    "MAX_FILES": 20,
+    "MAX_FILE_BYTES": 10 * 1024 * 1024,
+    "FILE_URL_SECONDS": 24 * 3600,
+    "SEED_QUEUES": [],
+    "PUBLIC_BASE_URL": "",
+}
+
+
+def setting(name: str) -> Any:
+    """One GRADEQUEUE value; read on every call so that tests' settings overrides apply."""
+    overrides = getattr(settings, "GRADEQUEUE", {})
+    if name in overrides:
+        return overrides[name]
+    return DEFAULTS[name]
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    lease_seconds: int
+    max_attempts: int
+
+
+def policy_for(queue: Any) -> QueuePolicy:
+    return QueuePolicy(
+        lease_seconds=queue.lease_seconds or setting("LEASE_SECONDS"),
+        max_attempts=queue.max_attempts or setting("MAX_ATTEMPTS"),
+    )

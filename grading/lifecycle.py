@@ -1,0 +1,683 @@
+"""The submission lifecycle: every change of ``Submission.status`` happens here and nowhere else.
+
+A transition is a conditional UPDATE (``WHERE id = … AND status = <expected>``) that must change exactly
+one row, plus an event row in the same transaction. Losing a race is normal: the caller gets ``False``
+(or ``None``) and moves on. Follow-up work (scoring, LMS delivery, push dispatch) is enqueued only after
+the transaction commits; if the broker is unreachable at that moment, ``sweep_followups`` finds the row
+later, because the database, not the broker, is the record of every submission.
+
+How a submission moves::
+
+    queued ──lease──▶ pulled ──result──▶ returned ──score──▶ graded ──deliver──▶ delivered
+      ▲                 │                   │                  │ ▲
+      └──lease expired──┘                   └──bad reply──▶ failed ──deliver──▶ delivered
+                        └──lease expired max_attempts times──▶ failed
+    graded/failed ──delivery gave up──▶ dead_letter ──redeliver──▶ graded/failed
+
+plus ``superseded`` (a newer submission for the same LMS callback) and ``cancelled`` (an operator).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import random
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from grading.conf import policy_for, setting
+from grading.models import Queue, Status, Submission, SubmissionEvent, callback_digest
+
+logger = logging.getLogger("grading.lifecycle")
+
+# Every allowed edge. A self-edge records a delivery retry without changing the status.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.PULLED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
+    Status.PULLED: frozenset(
+        {Status.QUEUED, Status.RETURNED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}
+    ),
+    Status.RETURNED: frozenset({Status.GRADED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
+    Status.GRADED: frozenset(
+        {Status.GRADED, Status.DELIVERED, Status.DEAD_LETTER, Status.SUPERSEDED, Status.CANCELLED}
+    ),
+    Status.FAILED: frozenset(
+        {Status.FAILED, Status.DELIVERED, Status.DEAD_LETTER, Status.QUEUED, Status.SUPERSEDED, Status.CANCELLED}
+    ),
+    Status.DELIVERED: frozenset({Status.QUEUED}),
+    Status.DEAD_LETTER: frozenset(
+        {Status.GRADED, Status.FAILED, Status.QUEUED, Status.SUPERSEDED, Status.CANCELLED}
+    ),
+    Status.SUPERSEDED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+# Submissions in these states still owe the student a grade: a newer submission supersedes them.
+UNFINISHED = (
+    Status.QUEUED,
+    Status.PULLED,
+    Status.RETURNED,
+    Status.GRADED,
+    Status.FAILED,
+    Status.DEAD_LETTER,
+)
+
+NOT_GRADED_MSG = (
+    '<div class="capa_alert">Your submission could not be graded. '
+    "Please try again later, or contact the course staff if this keeps happening.</div>"
+)
+
+
+def not_graded_notice() -> str:
+    """The xqueue_body sent to the LMS when a submission cannot be graded at all."""
+    return json.dumps({"correct": None, "score": 0, "msg": NOT_GRADED_MSG})
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def check_edge(from_status: str, to_status: str) -> None:
+    if Status(to_status) not in TRANSITIONS[Status(from_status)]:
+        raise InvalidTransition(f"{from_status} → {to_status} is not an allowed transition")
+
+
+def actor_of(user: Any) -> str:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return "anonymous"
+    return f"user:{user.get_username()}"
+
+
+def _record(
+    submission_id: int, from_status: str, to_status: str, reason: str, actor: str, now: datetime, details: dict
+) -> None:
+    SubmissionEvent.objects.create(
+        submission_id=submission_id,
+        from_status=from_status,
+        to_status=to_status,
+        reason=reason,
+        actor=actor,
+        created_at=now,
+        details=details,
+    )
+    logger.info(
+        "transition submission=%s %s->%s reason=%s actor=%s",
+        submission_id,
+        from_status or "-",
+        to_status,
+        reason,
+        actor,
+        extra={"submission_id": submission_id, "from": from_status, "to": to_status, "reason": reason},
+    )
+
+
+def transition(
+    submission_id: int,
+    from_status: str,
+    to_status: str,
+    *,
+    reason: str,
+    actor: str,
+    details: dict | None = None,
+    where: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    **updates: Any,
+) -> bool:
+    """Move one submission from ``from_status`` to ``to_status`` if it is still in ``from_status``.
+
+    Returns whether this call made the change. ``where`` adds conditions to the UPDATE (a lease key, a
+    delivery attempt number) so that a stale actor cannot act on a newer state.
+    """
+    check_edge(from_status, to_status)
+    now = now or timezone.now()
+    with transaction.atomic():
+        changed = (
+            Submission.objects.filter(pk=submission_id, status=from_status, **(where or {})).update(
+                status=to_status, updated_at=now, **updates
+            )
+        )
+        if changed != 1:
+            return False
+        _record(submission_id, from_status, to_status, reason, actor, now, details or {})
+        _schedule_followup(submission_id, to_status)
+    return True
+
+
+# --- Follow-up work ---------------------------------------------------------------------------------
+
+# Which task continues a submission that has just entered a state. Push-mode queues add "dispatch".
+FOLLOWUP_TASK = {
+    Status.RETURNED: "grading.score_result",
+    Status.GRADED: "grading.deliver_result",
+    Status.FAILED: "grading.deliver_result",
+}
+
+def enqueue(task_name: str, submission_id: int, countdown: float | None = None) -> None:
+    """Send a task message now. Broker failures are logged, not raised: the sweep re-enqueues."""
+    from celery_app import app
+
+    try:
+        app.send_task(task_name, args=[submission_id], countdown=countdown)
+    except Exception:
+        logger.warning("could not enqueue %s for submission %s; the sweep will retry", task_name, submission_id,
+                       exc_info=True)
+
+
+def enqueue_after_commit(task_name: str, submission_id: int, countdown: float | None = None) -> None:
+    transaction.on_commit(lambda: enqueue(task_name, submission_id, countdown))
+
+
+def _schedule_followup(submission_id: int, to_status: str, countdown: float | None = None) -> None:
+    task_name = FOLLOWUP_TASK.get(Status(to_status))
+    if task_name is not None:
+        enqueue_after_commit(task_name, submission_id, countdown)
+
+
+# --- Submit -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    queue: Queue
+    lms_header: str
+    lms_callback_url: str
+    lms_key: str
+    body: str
+    files: dict[str, str]
+
+
+def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
+    """Store a submission from the LMS and supersede the student's earlier unfinished answers.
+
+    Returns the submission and the queue's length after it (what the LMS is told).
+    """
+    now = timezone.now()
+    digest = callback_digest(new.lms_callback_url)
+    actor = actor_of(user)
+    with transaction.atomic():
+        submission = Submission.objects.create(
+            queue=new.queue,
+            status=Status.QUEUED,
+            lms_header=new.lms_header,
+            lms_callback_url=new.lms_callback_url,
+            callback_hash=digest,
+            lms_key=new.lms_key,
+            body=new.body,
+            files=new.files,
+            submitted_by=user if getattr(user, "is_authenticated", False) else None,
+            created_at=now,
+            updated_at=now,
+        )
+        _record(submission.pk, "", Status.QUEUED, "submitted", actor, now, {"queue": new.queue.name})
+        earlier = Submission.objects.filter(
+            callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
+        ).exclude(pk=submission.pk).values_list("pk", "status")
+        for pk, status in earlier:
+            transition(
+                pk,
+                status,
+                Status.SUPERSEDED,
+                reason="superseded",
+                actor=actor,
+                details={"by": submission.pk},
+                now=now,
+                superseded_by=submission.pk,
+            )
+        length = queue_length(new.queue.pk)
+    return submission, length
+
+
+def queue_length(queue_id: int) -> int:
+    """Submissions of a queue waiting to be handed out (leased ones are not counted)."""
+    return Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED).count()
+
+
+# --- Lease --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    submission_id: int
+    key: str
+    body: str
+    files: dict[str, str]
+    attempt: int
+    expires_at: datetime
+
+
+def new_lease_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+_PG_LEASE_SQL = """
+WITH candidate AS (
+    SELECT id FROM grading_submission
+    WHERE queue_id = %(queue_id)s AND status = 'queued'
+    ORDER BY id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE grading_submission AS s
+    SET status = 'pulled', lease_key = %(key)s, lease_expires_at = %(expires)s,
+        leased_to_id = %(user_id)s, attempts = s.attempts + 1, updated_at = %(now)s
+    FROM candidate
+    WHERE s.id = candidate.id
+    RETURNING s.id, s.body, s.files, s.attempts
+), event AS (
+    INSERT INTO grading_submissionevent
+        (submission_id, from_status, to_status, reason, actor, created_at, details)
+    SELECT id, 'queued', 'pulled', %(reason)s, %(actor)s, %(now)s,
+           jsonb_build_object('attempt', attempts, 'expires_at', %(expires_iso)s::text)
+    FROM leased
+)
+SELECT id, body, files, attempts FROM leased
+"""
+
+
+def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | None = None) -> Lease | None:
+    """Lease the oldest waiting submission of ``queue`` to ``user``, or return None if there is none.
+
+    On PostgreSQL this is one statement (claim with SKIP LOCKED, update, event); concurrent callers never
+    get the same row. Elsewhere (SQLite, where writers are serialised anyway) it is a conditional UPDATE
+    retried on a lost race.
+    """
+    now = timezone.now()
+    policy = policy_for(queue)
+    expires = now + timedelta(seconds=policy.lease_seconds)
+    key = new_lease_key()
+    actor = actor or actor_of(user)
+    user_id = user.pk if getattr(user, "is_authenticated", False) else None
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                _PG_LEASE_SQL,
+                {
+                    "queue_id": queue.pk,
+                    "key": key,
+                    "expires": expires,
+                    "expires_iso": expires.isoformat(),
+                    "user_id": user_id,
+                    "now": now,
+                    "reason": reason,
+                    "actor": actor,
+                },
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        pk, body, files, attempts = row
+        if isinstance(files, str):
+            files = json.loads(files)
+        logger.info("transition submission=%s queued->pulled reason=%s actor=%s", pk, reason, actor)
+        return Lease(pk, key, body, files or {}, attempts, expires)
+
+    for _ in range(20):
+        candidate = (
+            Submission.objects.filter(queue_id=queue.pk, status=Status.QUEUED)
+            .order_by("pk")
+            .values_list("pk", "attempts")
+            .first()
+        )
+        if candidate is None:
+            return None
+        pk, attempts = candidate
+        won = transition(
+            pk,
+            Status.QUEUED,
+            Status.PULLED,
+            reason=reason,
+            actor=actor,
+            details={"attempt": attempts + 1, "expires_at": expires.isoformat()},
+            now=now,
+            lease_key=key,
+            lease_expires_at=expires,
+            leased_to_id=user_id,
+            attempts=F("attempts") + 1,
+        )
+        if won:
+            body, files = Submission.objects.filter(pk=pk).values_list("body", "files").get()
+            return Lease(pk, key, body, files or {}, attempts + 1, expires)
+    return None
+
+
+# --- Results ----------------------------------------------------------------------------------------
+
+
+class ResultOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # the same result for the same lease, already taken: a harmless no-op
+    NO_SUCH_SUBMISSION = "no_such_submission"
+    WRONG_KEY = "wrong_key"
+
+
+_PG_ACCEPT_SQL = """
+WITH accepted AS (
+    UPDATE grading_submission
+    SET status = 'returned', grader_reply = %(reply)s, returned_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(id)s AND status = 'pulled' AND lease_key = %(key)s AND lease_expires_at > %(now)s
+      AND queue_id = ANY(%(queues)s)
+    RETURNING id
+), event AS (
+    INSERT INTO grading_submissionevent
+        (submission_id, from_status, to_status, reason, actor, created_at, details)
+    SELECT id, 'pulled', 'returned', 'result', %(actor)s, %(now)s, '{}'::jsonb FROM accepted
+)
+SELECT id FROM accepted
+"""
+
+
+def accept_result(
+    submission_id: int, key: str, reply: str, user: Any, allowed_queue_ids: Iterable[int], *, actor: str | None = None
+) -> ResultOutcome:
+    """Take a grader's reply for the submission's current, unexpired lease.
+
+    A result whose key is not the current lease's (expired and re-leased, superseded, guessed) is refused;
+    the same result sent again for a lease already answered is accepted as a no-op.
+    """
+    now = timezone.now()
+    queue_ids = list(allowed_queue_ids)
+    actor = actor or actor_of(user)
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _PG_ACCEPT_SQL,
+                    {"reply": reply, "now": now, "id": submission_id, "key": key, "queues": queue_ids,
+                     "actor": actor},
+                )
+                won = cursor.fetchone() is not None
+            if won:
+                logger.info("transition submission=%s pulled->returned reason=result actor=%s",
+                            submission_id, actor)
+                _schedule_followup(submission_id, Status.RETURNED)
+    else:
+        won = transition(
+            submission_id,
+            Status.PULLED,
+            Status.RETURNED,
+            reason="result",
+            actor=actor,
+            where={"lease_key": key, "lease_expires_at__gt": now, "queue_id__in": queue_ids},
+            now=now,
+            grader_reply=reply,
+            returned_at=now,
+        )
+    if won:
+        return ResultOutcome.ACCEPTED
+
+    row = (
+        Submission.objects.filter(pk=submission_id, queue_id__in=queue_ids)
+        .values_list("status", "lease_key", "grader_reply")
+        .first()
+    )
+    if row is None:
+        return ResultOutcome.NO_SUCH_SUBMISSION
+    status, lease_key, previous_reply = row
+    answered = status not in (Status.QUEUED, Status.PULLED, Status.SUPERSEDED, Status.CANCELLED)
+    if answered and lease_key and secrets.compare_digest(lease_key, key) and previous_reply == reply:
+        return ResultOutcome.DUPLICATE
+    return ResultOutcome.WRONG_KEY
+
+
+# --- Scoring -------------------------------------------------------------------------------------------
+
+
+def validate_grade(reply: str) -> str | None:
+    """Why the LMS could not use this grader reply, or None if it can."""
+    try:
+        grade = json.loads(reply)
+    except (TypeError, ValueError):
+        return "the reply is not JSON"
+    if not isinstance(grade, dict):
+        return "the reply is not a JSON object"
+    missing = [k for k in ("correct", "score", "msg") if k not in grade]
+    if missing:
+        return "the reply lacks " + ", ".join(missing)
+    if grade["correct"] is not None and not isinstance(grade["correct"], bool):
+        return "'correct' is not true, false or null"
+    score = grade["score"]
+    if isinstance(score, bool) or not isinstance(score, int | float) or score != score or score in (
+        float("inf"),
+        float("-inf"),
+    ):
+        return "'score' is not a finite number"
+    if not isinstance(grade["msg"], str):
+        return "'msg' is not a string"
+    return None
+
+
+def score_result(submission_id: int, *, actor: str = "system:scoring") -> bool:
+    """Check a returned reply: a usable grade moves to graded, anything else to failed with the notice."""
+    row = Submission.objects.filter(pk=submission_id, status=Status.RETURNED).values_list("grader_reply").first()
+    if row is None:
+        return False
+    (reply,) = row
+    problem = validate_grade(reply)
+    now = timezone.now()
+    if problem is None:
+        return transition(
+            submission_id, Status.RETURNED, Status.GRADED, reason="scored", actor=actor, now=now,
+            lms_body=reply, graded_at=now, next_delivery_at=now, delivery_started_at=None,
+        )
+    return transition(
+        submission_id, Status.RETURNED, Status.FAILED, reason="invalid_reply", actor=actor, now=now,
+        details={"problem": problem}, lms_body=not_graded_notice(), failure_reason=f"grader reply: {problem}",
+        graded_at=now, next_delivery_at=now, delivery_started_at=None,
+    )
+
+
+def fail(submission_id: int, from_status: str, *, reason: str, why: str, actor: str) -> bool:
+    """Give up grading: the LMS will be sent the "could not be graded" notice."""
+    now = timezone.now()
+    return transition(
+        submission_id, from_status, Status.FAILED, reason=reason, actor=actor, now=now, details={"why": why},
+        lms_body=not_graded_notice(), failure_reason=why, graded_at=now, next_delivery_at=now,
+        delivery_started_at=None, lease_key="",
+    )
+
+
+# --- Reclaiming expired leases -----------------------------------------------------------------------
+
+
+def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) -> dict[str, int]:
+    """Hand expired leases back to their queue, or fail them once they have had max_attempts leases."""
+    now = now or timezone.now()
+    batch = batch or setting("SWEEP_BATCH")
+    expired = list(
+        Submission.objects.filter(status=Status.PULLED, lease_expires_at__lte=now)
+        .order_by("lease_expires_at")
+        .values_list("pk", "attempts", "lease_key", "queue__lease_seconds", "queue__max_attempts")[:batch]
+    )
+    counts = {"requeued": 0, "failed": 0}
+    default_max = setting("MAX_ATTEMPTS")
+    for pk, attempts, key, _lease, max_attempts in expired:
+        limit = max_attempts or default_max
+        # Matching the lease key makes this a no-op if the row was re-leased since we read it.
+        where = {"lease_key": key, "lease_expires_at__lte": now}
+        if attempts >= limit:
+            why = f"no result after {attempts} lease(s)"
+            if transition(
+                pk, Status.PULLED, Status.FAILED, reason="lease_expired", actor="system:reclaim", now=now,
+                where=where, details={"attempt": attempts, "why": why}, lms_body=not_graded_notice(),
+                failure_reason=why, graded_at=now, next_delivery_at=now, delivery_started_at=None,
+                lease_key="",
+            ):
+                counts["failed"] += 1
+        elif transition(
+            pk, Status.PULLED, Status.QUEUED, reason="lease_expired", actor="system:reclaim", now=now,
+            where=where, details={"attempt": attempts}, lease_key="", lease_expires_at=None,
+        ):
+            counts["requeued"] += 1
+    return counts
+
+
+# --- LMS delivery ------------------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Wait before retry number ``attempt`` (1-based): exponential, capped, with "equal jitter"."""
+    base = float(setting("DELIVERY_BACKOFF_BASE"))
+    cap = float(setting("DELIVERY_BACKOFF_CAP"))
+    ceiling = min(cap, base * (2 ** (attempt - 1)))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    submission_id: int
+    status: str
+    attempt: int
+    callback_url: str
+    lms_header: str
+    lms_body: str
+    started_at: datetime
+
+
+def claim_delivery(submission_id: int, *, now: datetime | None = None) -> DeliveryClaim | None:
+    """Take the right to make the next delivery attempt, so that two tasks never POST the same grade.
+
+    The claim pushes ``next_delivery_at`` past the request timeout: the sweep leaves it alone meanwhile,
+    and picks it up again if the worker dies holding it.
+    """
+    now = now or timezone.now()
+    row = (
+        Submission.objects.filter(
+            pk=submission_id, status__in=(Status.GRADED, Status.FAILED), next_delivery_at__lte=now
+        )
+        .values_list("status", "delivery_attempts", "lms_callback_url", "lms_header", "lms_body",
+                     "delivery_started_at")
+        .first()
+    )
+    if row is None:
+        return None
+    status, attempts, url, header, body, started = row
+    guard = now + timedelta(seconds=float(setting("DELIVERY_TIMEOUT")) * 2 + 5)
+    won = Submission.objects.filter(
+        pk=submission_id, status=status, delivery_attempts=attempts, next_delivery_at__lte=now
+    ).update(
+        delivery_attempts=attempts + 1, next_delivery_at=guard, delivery_started_at=started or now
+    )
+    if won != 1:
+        return None
+    return DeliveryClaim(submission_id, status, attempts + 1, url, header, body, started or now)
+
+
+class DeliveryOutcome(enum.Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+def is_transient(http_status: int | None) -> bool:
+    """Connection errors and timeouts (no status), 5xx, 408 and 429 are worth retrying."""
+    return http_status is None or http_status >= 500 or http_status in (408, 429)
+
+
+def record_delivery(
+    claim: DeliveryClaim, *, http_status: int | None, error: str, duration_ms: int, now: datetime | None = None
+) -> tuple[DeliveryOutcome, float | None]:
+    """Record one delivery attempt's outcome and decide what comes next."""
+    now = now or timezone.now()
+    details: dict[str, Any] = {"attempt": claim.attempt, "http_status": http_status, "duration_ms": duration_ms}
+    if error:
+        details["error"] = error[:500]
+    where = {"delivery_attempts": claim.attempt}
+    if http_status == 200:
+        transition(
+            claim.submission_id, claim.status, Status.DELIVERED, reason="delivered", actor="system:delivery",
+            now=now, details=details, where=where, delivered_at=now, next_delivery_at=None,
+        )
+        return DeliveryOutcome.DELIVERED, None
+    if is_transient(http_status):
+        delay = backoff_delay(claim.attempt)
+        horizon = float(setting("DELIVERY_HORIZON"))
+        if (now - claim.started_at).total_seconds() + delay <= horizon:
+            details["retry_in"] = round(delay, 3)
+            if transition(
+                claim.submission_id, claim.status, claim.status, reason="delivery_retry",
+                actor="system:delivery", now=now, details=details, where=where,
+                next_delivery_at=now + timedelta(seconds=delay),
+            ):
+                enqueue_after_commit("grading.deliver_result", claim.submission_id, countdown=delay)
+            return DeliveryOutcome.RETRY, delay
+        details["why"] = "delivery horizon exhausted"
+    else:
+        details["why"] = f"the LMS answered HTTP {http_status}"
+    transition(
+        claim.submission_id, claim.status, Status.DEAD_LETTER, reason="delivery_failed",
+        actor="system:delivery", now=now, details=details, where=where, next_delivery_at=None,
+    )
+    return DeliveryOutcome.DEAD, None
+
+
+def redeliver(submission_id: int, *, actor: str) -> bool:
+    """Send a dead-lettered grade again, with a fresh delivery horizon."""
+    row = Submission.objects.filter(pk=submission_id, status=Status.DEAD_LETTER).values_list(
+        "failure_reason"
+    ).first()
+    if row is None:
+        return False
+    target = Status.FAILED if row[0] else Status.GRADED
+    now = timezone.now()
+    return transition(
+        submission_id, Status.DEAD_LETTER, target, reason="redeliver", actor=actor, now=now,
+        next_delivery_at=now, delivery_started_at=None,
+    )
+
+
+# --- Operator actions --------------------------------------------------------------------------------
+
+
+def requeue(submission_id: int, *, actor: str) -> bool:
+    """Put a submission back in its queue for a fresh round of grading (attempts start again)."""
+    row = Submission.objects.filter(pk=submission_id).values_list("status").first()
+    if row is None or Status.QUEUED not in TRANSITIONS[Status(row[0])]:
+        return False
+    return transition(
+        submission_id, row[0], Status.QUEUED, reason="requeue", actor=actor, attempts=0, lease_key="",
+        lease_expires_at=None, failure_reason="", next_delivery_at=None,
+    )
+
+
+def cancel(submission_id: int, *, actor: str) -> bool:
+    row = Submission.objects.filter(pk=submission_id).values_list("status").first()
+    if row is None or Status.CANCELLED not in TRANSITIONS[Status(row[0])]:
+        return False
+    return transition(submission_id, row[0], Status.CANCELLED, reason="cancel", actor=actor, lease_key="",
+                      next_delivery_at=None)
+
+
+def fail_with_notice(submission_id: int, *, actor: str) -> bool:
+    row = Submission.objects.filter(pk=submission_id).values_list("status").first()
+    if row is None or Status.FAILED not in TRANSITIONS[Status(row[0])] or row[0] == Status.FAILED:
+        return False
+    return fail(submission_id, row[0], reason="operator_fail", why="failed by an operator", actor=actor)
+
+
+# --- The sweep -----------------------------------------------------------------------------------------
+
+
+def sweep_followups(*, now: datetime | None = None, batch: int | None = None) -> dict[str, int]:
+    """Re-enqueue follow-up work whose task message never ran (lost at commit, or with a dead worker)."""
+    now = now or timezone.now()
+    batch = batch or setting("SWEEP_BATCH")
+    stale = now - timedelta(seconds=float(setting("SWEEP_GRACE_SECONDS")))
+    counts = {"score": 0, "deliver": 0}
+    for pk in Submission.objects.filter(status=Status.RETURNED, updated_at__lte=stale).values_list(
+        "pk", flat=True
+    )[:batch]:
+        enqueue("grading.score_result", pk)
+        counts["score"] += 1
+    for pk in Submission.objects.filter(
+        status__in=(Status.GRADED, Status.FAILED), next_delivery_at__lte=stale
+    ).values_list("pk", flat=True)[:batch]:
+        enqueue("grading.deliver_result", pk)
+        counts["deliver"] += 1
+    return counts

@@ -1,0 +1,52 @@
+import os
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from grading.models import Queue
+
+DEFAULTS = {
+    "GRADEQUEUE_DEV_QUEUE": "test-123",
+    "GRADEQUEUE_DEV_LMS_USER": "lms",
+    "GRADEQUEUE_DEV_LMS_PASSWORD": "lms-dev-password",
+    "GRADEQUEUE_DEV_GRADER_USER": "grader",
+    "GRADEQUEUE_DEV_GRADER_PASSWORD": "grader-dev-password",
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Development only: on a database with no queues and no accounts, create a queue, an LMS account and "
+        "a grader account (names and passwords from GRADEQUEUE_DEV_* variables), then print how to connect "
+        "xqueue-watcher. Refuses to run unless GRADEQUEUE_DEV=1."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--base-url", default="http://127.0.0.1:18040")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        if os.environ.get("GRADEQUEUE_DEV") != "1":
+            raise CommandError("dev_setup is for development databases only (set GRADEQUEUE_DEV=1)")
+        cfg = {name: os.environ.get(name) or default for name, default in DEFAULTS.items()}
+        fresh = not Queue.objects.exists() and not get_user_model().objects.exists()
+        if fresh:
+            call_command("create_queue", cfg["GRADEQUEUE_DEV_QUEUE"], stdout=self.stdout)
+            for role, user, password in (
+                ("lms", "GRADEQUEUE_DEV_LMS_USER", "GRADEQUEUE_DEV_LMS_PASSWORD"),
+                ("grader", "GRADEQUEUE_DEV_GRADER_USER", "GRADEQUEUE_DEV_GRADER_PASSWORD"),
+            ):
+                call_command("create_account", cfg[user], role=role, queue=[cfg["GRADEQUEUE_DEV_QUEUE"]],
+                             password=cfg[password], stdout=self.stdout)
+        else:
+            self.stdout.write("Database already has queues or accounts: development accounts left as they are.")
+        self.stdout.write(
+            "\nConnect xqueue-watcher with a conf.d file like:\n"
+            f'  {{"{cfg["GRADEQUEUE_DEV_QUEUE"]}": {{"SERVER": "{opts["base_url"]}", '
+            f'"AUTH": ["{cfg["GRADEQUEUE_DEV_GRADER_USER"]}", "{cfg["GRADEQUEUE_DEV_GRADER_PASSWORD"]}"], '
+            '"CONNECTIONS": 1, "HANDLERS": [{"HANDLER": "xqueue_watcher.grader.Grader", '
+            '"KWARGS": {"grader_root": "/path/to/graders"}}]}}\n'
+            f"The LMS (XQUEUE_INTERFACE) uses url {opts['base_url']}, django_auth "
+            f'{{"username": "{cfg["GRADEQUEUE_DEV_LMS_USER"]}", "password": "{cfg["GRADEQUEUE_DEV_LMS_PASSWORD"]}"}}.\n'
+        )

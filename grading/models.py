@@ -1,0 +1,147 @@
+"""The grading domain's data: queues, who may use them, submissions and their event trail.
+
+Nothing outside ``grading.lifecycle`` writes ``Submission.status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class QueueMode(models.TextChoices):
+    PULL = "pull", "Pull (graders poll over HTTP)"
+    CELERY = "celery", "Push to Celery-queue graders"
+    HTTP = "http", "Push to an HTTP grader"
+
+
+class Queue(models.Model):
+    name = models.CharField(max_length=128, unique=True)
+    mode = models.CharField(max_length=16, choices=QueueMode.choices, default=QueueMode.PULL)
+    lease_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Lease length for this queue; empty = the GRADEQUEUE default."
+    )
+    max_attempts = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Leases before a submission fails; empty = the GRADEQUEUE default."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    LMS = "lms", "LMS (may submit)"
+    GRADER = "grader", "Grader (may pull and put results)"
+
+
+class QueueGrant(models.Model):
+    """One account's right to use one queue in one role."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="queue_grants")
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="grants")
+    role = models.CharField(max_length=16, choices=Role.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "queue", "role"], name="unique_grant")]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.queue} ({self.role})"
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued (waiting for a grader)"
+    PULLED = "pulled", "Pulled (leased to a grader)"
+    RETURNED = "returned", "Returned (grader reply received, being scored)"
+    GRADED = "graded", "Graded (grade waiting for delivery to the LMS)"
+    FAILED = "failed", "Failed (could not be graded; notice waiting for delivery)"
+    DELIVERED = "delivered", "Delivered to the LMS"
+    DEAD_LETTER = "dead_letter", "Dead letter (LMS delivery gave up)"
+    SUPERSEDED = "superseded", "Superseded by a newer submission"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+def callback_digest(url: str) -> str:
+    """A fixed-size key for the callback URL, which can be far longer than any sensible index entry."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+class Submission(models.Model):
+    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="submissions")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+
+    # What the LMS sent, kept whole.
+    lms_header = models.TextField(help_text="The LMS's xqueue_header string, verbatim.")
+    lms_callback_url = models.TextField()
+    callback_hash = models.CharField(max_length=64, editable=False)
+    lms_key = models.TextField(blank=True)
+    body = models.TextField(blank=True, help_text="The LMS's xqueue_body string, verbatim.")
+    files = models.JSONField(default=dict, blank=True, help_text="{name: storage path}")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(db_index=True)
+    updated_at = models.DateTimeField()
+
+    # The current lease. A new lease gets a new key, so a result from an older lease is refused.
+    lease_key = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    leased_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Leases handed out so far.")
+
+    # The grade.
+    grader_reply = models.TextField(blank=True, help_text="The grader's xqueue_body, verbatim.")
+    returned_at = models.DateTimeField(null=True, blank=True)
+    lms_body = models.TextField(blank=True, help_text="What is (or will be) posted to the LMS.")
+    failure_reason = models.TextField(blank=True)
+    graded_at = models.DateTimeField(null=True, blank=True)
+
+    # Delivery to the LMS.
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    delivery_started_at = models.DateTimeField(null=True, blank=True)
+    next_delivery_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        indexes = [
+            # get_submission / get_queuelen: the oldest waiting submission of one queue, and their count.
+            models.Index(fields=["queue", "id"], name="sub_waiting", condition=Q(status="queued")),
+            # The reclaim sweep: leases that have expired.
+            models.Index(fields=["lease_expires_at"], name="sub_leased", condition=Q(status="pulled")),
+            # Superseding: earlier submissions for the same student and problem.
+            models.Index(fields=["callback_hash"], name="sub_callback"),
+            # The follow-up sweep and the admin filters.
+            models.Index(fields=["status", "updated_at"], name="sub_status_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.queue_id} {self.status}"
+
+
+class SubmissionEvent(models.Model):
+    """One row per transition: the audit trail and the admin timeline. Append-only."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    reason = models.CharField(max_length=64)
+    actor = models.CharField(max_length=160)
+    created_at = models.DateTimeField()
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["submission", "id"], name="event_submission")]
+
+    def __str__(self) -> str:
+        return f"#{self.submission_id}: {self.from_status or '∅'} → {self.to_status} ({self.reason})"

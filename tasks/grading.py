@@ -1,0 +1,47 @@
+"""Celery tasks of the grading pipeline: thin, idempotent, each calling one function of ``grading``.
+
+Each takes a submission id, and the function it calls returns early when the row is already past the
+state the task expects, so a duplicate or late message is harmless.
+"""
+
+from __future__ import annotations
+
+from django.db import InterfaceError, OperationalError
+
+from celery_app import app
+from grading import delivery, lifecycle
+
+# Only database hiccups are retried by Celery. LMS delivery keeps its own retry schedule in the database
+# (lifecycle.record_delivery), so that it survives restarts and shows in the submission's timeline.
+TRANSIENT = (OperationalError, InterfaceError)
+COMMON = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+    "ignore_result": True,
+}
+
+
+@app.task(name="grading.score_result", soft_time_limit=20, time_limit=30, **COMMON)
+def score_result(submission_id: int) -> bool:
+    return lifecycle.score_result(submission_id)
+
+
+@app.task(name="grading.deliver_result", soft_time_limit=60, time_limit=90, **COMMON)
+def deliver_result(submission_id: int) -> str | None:
+    outcome = delivery.deliver(submission_id)
+    return outcome.value if outcome else None
+
+
+@app.task(name="grading.reclaim_expired_leases", soft_time_limit=120, time_limit=150, **COMMON)
+def reclaim_expired_leases() -> dict[str, int]:
+    return lifecycle.reclaim_expired()
+
+
+@app.task(name="grading.sweep_followups", soft_time_limit=120, time_limit=150, **COMMON)
+def sweep_followups() -> dict[str, int]:
+    return lifecycle.sweep_followups()
