@@ -7,6 +7,7 @@ transport. ``DATABASE_URL`` and ``CELERY_BROKER_URL`` switch to PostgreSQL and R
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -66,10 +67,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# The test suite runs with development defaults, on a broker queue and folder of its own so that it never
+# shares work with a development server on the same machine.
+TESTING = "pytest" in sys.modules
 # Development runs (make run, tests) get a fixed throwaway key; a production deployment must set one.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if env_bool("GRADEQUEUE_DEV", False) or DEBUG:
+    if env_bool("GRADEQUEUE_DEV", False) or DEBUG or TESTING:
         SECRET_KEY = "gradequeue-development-only-secret-key-do-not-deploy"  # noqa: S105
     else:
         raise ImproperlyConfigured(
@@ -185,7 +189,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: messages are files in one folder that every process on this machine
     # shares, so web, worker and beat talk without any server. Development only: it has no acks that
     # survive a killed worker (the database sweep recovers those tasks).
-    _broker_dir = Path(env_str("GRADEQUEUE_BROKER_DIR", str(VAR_DIR / "broker")))
+    _broker_dir = Path(env_str("GRADEQUEUE_BROKER_DIR", str(VAR_DIR / ("test-broker" if TESTING else "broker"))))
     (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
@@ -202,7 +206,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
-CELERY_TASK_DEFAULT_QUEUE = env_str("GRADEQUEUE_CELERY_QUEUE", "gradequeue")
+CELERY_TASK_DEFAULT_QUEUE = env_str("GRADEQUEUE_CELERY_QUEUE", "gradequeue-test" if TESTING else "gradequeue")
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
