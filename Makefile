@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 18040
 export GRADEQUEUE_DEV ?= 1
 
-.PHONY: install run test lint format migrate flower clean
+.PHONY: install run test lint format migrate flower clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("gradequeue needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -40,3 +40,17 @@ format: install
 
 clean:
 	rm -rf $(VENV) var
+
+# The side-by-side benchmark (BENCHMARKS.md): gradequeue against edx-submissions 4.0.2 and two limits, on
+# PostgreSQL, RabbitMQ and Redis at 127.0.0.1. BENCH_QUICK=1 runs a few-minute subset.
+BENCH_PG ?= postgres://postgres@127.0.0.1:5432
+export BENCH_PG
+
+bench/.venv-edx/.installed:
+	$(PYTHON) -m venv bench/.venv-edx
+	bench/.venv-edx/bin/pip install --quiet --upgrade pip
+	bench/.venv-edx/bin/pip install --quiet "edx-submissions==4.0.2" openedx-events "psycopg[binary]" gunicorn
+	touch $@
+
+bench: install bench/.venv-edx/.installed
+	$(PY) bench/run.py $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)

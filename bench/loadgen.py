@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+"""A load generator that behaves like xqueue-watcher graders and like the LMS, over real HTTP.
+
+Graders: G processes, each with its own logged-in session (login form POST, cookies replayed, re-login on a
+302), looping get_submission -> put_result like xqueue-watcher; when the server offers a ``csrftoken`` cookie
+they send ``X-CSRFToken`` and ``Referer`` as 2026 watchers do; after an empty poll they sleep (1 s, as the
+watcher does). The LMS: submits over HTTP (``--live-rate`` submissions per second) and listens for grade
+callbacks, timing each one's arrival.
+
+Every submission carries its bench number in ``student_response`` (and, for callbacks, in the callback path
+``/cb/<n>``), so the run can count duplicates (one number handed out twice, or called back twice) and lost
+submissions (expected but never graded, or graded but never called back).
+
+Standard library only (``http.client`` keeps the client's own cost per request low). Prints a short table and
+one JSON line; ``--json-out`` appends the JSON line to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+WATCHER_TIMEOUT = 1.0  # xqueue-watcher's default request timeout: slower replies are dropped by real clients
+
+
+class Session:
+    """One keep-alive-capable HTTP connection with a cookie jar, like a requests.Session but cheaper."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 80
+        self.prefix = parsed.path.rstrip("/")
+        self.base_url = base_url.rstrip("/") + "/"
+        self.timeout = timeout
+        self.cookies: dict[str, str] = {}
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Connection": "keep-alive"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        token = self.cookies.get("csrftoken") or self.cookies.get("edx-csrftoken")
+        if token:
+            headers["X-CSRFToken"] = token
+            headers["Referer"] = self.base_url
+        return headers
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+        headers = self.headers()
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        for attempt in range(2):
+            try:
+                self.conn.request(method, self.prefix + path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                data = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError, OSError):
+                self.conn.close()
+                if attempt:
+                    raise
+        for cookie in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if value in ('""', ""):
+                self.cookies.pop(name.strip(), None)
+            else:
+                self.cookies[name.strip()] = value
+        return response.status, data, response.headers
+
+    def login(self, username: str, password: str) -> bool:
+        self.request("GET", "/xqueue/login/")  # 2026 watchers read the csrftoken cookie here first
+        status, data, _ = self.request("POST", "/xqueue/login/", {"username": username, "password": password})
+        try:
+            return status == 200 and json.loads(data)["return_code"] == 0
+        except (ValueError, KeyError, TypeError):
+            return False
+
+
+def bench_number(xqueue_body: str) -> str:
+    """The bench number a submission carries in its student_response."""
+    try:
+        body = json.loads(xqueue_body)
+        return str(body.get("student_response", xqueue_body)) if isinstance(body, dict) else str(body)
+    except ValueError:
+        return xqueue_body
+
+
+GRADE = json.dumps({"correct": True, "score": 1, "msg": "<p>Good.</p>"})
+
+
+def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, ready: Any, out: Any) -> None:
+    """One xqueue-watcher-like grader process."""
+    session = Session(args.base_url, timeout=args.request_timeout)
+    stats: dict[str, Any] = {
+        "get_lat": [], "put_lat": [], "handed": [], "graded": [], "stale": 0, "http_errors": Counter(),
+        "empty": 0, "slow": 0, "relogins": 0, "other_failures": Counter(), "exceptions": 0,
+    }
+    username = args.user_pattern.format(i=index)
+    if not session.login(username, args.password):
+        stats["other_failures"]["login failed"] += 1
+    # A watcher logs in once when it starts; the clock starts when every grader is logged in (password
+    # hashing at login would otherwise weigh on the first seconds of a short run).
+    ready.wait()
+    deadline = time.monotonic() + args.time_limit
+    get_path = "/xqueue/get_submission/?" + urllib.parse.urlencode({"queue_name": args.queue, "block": "true"})
+    while not stop.is_set() and time.monotonic() < deadline:
+        if graded_total.value >= args.target:
+            break
+        try:
+            t0 = time.monotonic()
+            status, data, _ = session.request("GET", get_path)
+            t1 = time.monotonic()
+        except Exception:
+            stats["exceptions"] += 1
+            time.sleep(0.1)
+            continue
+        stats["get_lat"].append(t1 - t0)
+        if t1 - t0 > WATCHER_TIMEOUT:
+            stats["slow"] += 1
+        if status in (301, 302):
+            stats["relogins"] += 1
+            session.login(username, args.password)
+            continue
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            stats["http_errors"][status] += 1
+            time.sleep(0.1)
+            continue
+        if status != 200:
+            stats["http_errors"][status] += 1
+        if reply.get("return_code") != 0:
+            content = str(reply.get("content", ""))
+            if "empty" in content:
+                stats["empty"] += 1
+                stop.wait(args.empty_sleep)
+            else:
+                stats["other_failures"][content[:60]] += 1
+                stop.wait(args.empty_sleep)
+            continue
+        try:
+            payload = json.loads(reply["content"])
+            header, body = payload["xqueue_header"], payload["xqueue_body"]
+        except (ValueError, KeyError, TypeError):
+            stats["other_failures"]["bad get_submission content"] += 1
+            continue
+        number = bench_number(body)
+        stats["handed"].append(number)
+        try:
+            t2 = time.monotonic()
+            status, data, _ = session.request("POST", "/xqueue/put_result/",
+                                              {"xqueue_header": header, "xqueue_body": GRADE})
+            t3 = time.monotonic()
+        except Exception:
+            stats["exceptions"] += 1
+            continue
+        stats["put_lat"].append(t3 - t2)
+        if t3 - t2 > WATCHER_TIMEOUT:
+            stats["slow"] += 1
+        if status in (301, 302):
+            stats["relogins"] += 1
+            stats["other_failures"]["put_result redirected (result not retried, as the watcher)"] += 1
+            session.login(username, args.password)
+            continue
+        if status != 200:
+            stats["http_errors"][status] += 1
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            if status == 200:
+                stats["http_errors"]["non-JSON"] += 1
+            continue
+        if reply.get("return_code") == 0:
+            stats["graded"].append((number, t3))
+            with graded_total.get_lock():
+                graded_total.value += 1
+        elif "Incorrect key" in str(reply.get("content")):
+            stats["stale"] += 1
+        else:
+            stats["other_failures"][str(reply.get("content"))[:60]] += 1
+    out.put(stats)
+
+
+class Callbacks:
+    """The LMS's callback endpoint: POST /cb/<n> answers 200 with an empty body, timing each arrival."""
+
+    def __init__(self, port: int) -> None:
+        self.arrivals: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                now = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                number = self.path.rstrip("/").rsplit("/", 1)[-1]
+                with outer.lock:
+                    outer.arrivals.setdefault(number, []).append(now)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.daemon_threads = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Callbacks:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def lms_header(args: argparse.Namespace, number: str) -> str:
+    return json.dumps({
+        "lms_callback_url": f"http://127.0.0.1:{args.callback_port}/cb/{number}",
+        "lms_key": f"key-{number}",
+        "queue_name": args.queue,
+    })
+
+
+def lms_body(number: str) -> str:
+    return json.dumps({
+        "grader_payload": json.dumps({"grader": "bench.py"}),
+        "student_info": json.dumps({"anonymous_student_id": "bench", "submission_time": "20261125000000"}),
+        "student_response": number,
+    })
+
+
+def live_lms(args: argparse.Namespace, submitted: dict[str, float], errors: Counter, done: threading.Event) -> None:
+    """Submit at a fixed rate over HTTP, as the LMS does, recording when each submission was sent."""
+    session = Session(args.base_url, timeout=args.request_timeout)
+    if not session.login(args.lms_user, args.lms_password):
+        errors["lms login failed"] += 1
+    interval = 1.0 / args.live_rate
+    start = time.monotonic()
+    for n in range(args.live_count):
+        target = start + n * interval
+        pause = target - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        number = f"live-{n}"
+        sent = time.monotonic()
+        try:
+            status, data, _ = session.request("POST", "/xqueue/submit/",
+                                              {"xqueue_header": lms_header(args, number),
+                                               "xqueue_body": lms_body(number)})
+            ok = status == 200 and json.loads(data).get("return_code") == 0
+        except Exception:
+            ok = False
+        if ok:
+            submitted[number] = sent
+        else:
+            errors["submit failed"] += 1
+    done.set()
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000.0, 2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    callbacks = Callbacks(args.callback_port).start() if args.callbacks else None
+    submitted: dict[str, float] = {}
+    lms_errors: Counter = Counter()
+    lms_done = threading.Event()
+    args.target = args.live_count or args.stop_after or args.expect
+    ctx = mp.get_context("fork")
+    graded_total = ctx.Value("i", 0)
+    stop = ctx.Event()
+    out = ctx.Queue()
+    ready = ctx.Barrier(args.graders + 1)
+    procs = [ctx.Process(target=grader, args=(i + 1, args, graded_total, stop, ready, out), daemon=True)
+             for i in range(args.graders)]
+    for proc in procs:
+        proc.start()
+    ready.wait(timeout=120)
+    start = time.monotonic()
+    lms_thread = None
+    if args.live_count:
+        lms_thread = threading.Thread(target=live_lms, args=(args, submitted, lms_errors, lms_done), daemon=True)
+        lms_thread.start()
+    deadline = start + args.time_limit
+    while time.monotonic() < deadline:
+        if graded_total.value >= args.target:
+            break
+        if lms_done.is_set() and graded_total.value >= len(submitted):
+            break
+        time.sleep(0.05)
+    stop.set()
+    results = [out.get(timeout=args.time_limit + 30) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+    if lms_thread is not None:
+        lms_thread.join(timeout=10)
+
+    graded: list[tuple[str, float]] = [g for r in results for g in r["graded"]]
+    graded_numbers = {n for n, _ in graded}
+    end_graded = max((t for _, t in graded), default=start)
+    # Callbacks come after the grade: wait (bounded) for every graded submission's callback.
+    if callbacks is not None:
+        wait_until = time.monotonic() + args.callback_wait
+        while time.monotonic() < wait_until:
+            with callbacks.lock:
+                if graded_numbers <= callbacks.arrivals.keys():
+                    break
+            time.sleep(0.05)
+        callbacks.stop()
+
+    handed = Counter(n for r in results for n in r["handed"])
+    if args.live_count:
+        expected = set(submitted)
+    elif (args.stop_after and args.stop_after < args.expect) or len(graded_numbers) < args.target:
+        # A bounded run over a larger backlog, or one stopped by its time limit: whatever was handed out must
+        # come back graded (and called back); the rest is still waiting in the queue, not lost.
+        expected = set(handed)
+    else:
+        expected = {str(n) for n in range(args.first, args.first + args.expect)}
+    dup_handouts = sum(c - 1 for c in handed.values() if c > 1)
+    graded_counts = Counter(n for n, _ in graded)
+    dup_grades = sum(c - 1 for c in graded_counts.values() if c > 1)
+    http_errors: Counter = Counter()
+    other: Counter = Counter()
+    for r in results:
+        http_errors.update({str(k): v for k, v in r["http_errors"].items()})
+        other.update(r["other_failures"])
+    other.update(lms_errors)
+    get_lat = [x for r in results for x in r["get_lat"]]
+    put_lat = [x for r in results for x in r["put_lat"]]
+    elapsed = max(end_graded - start, 1e-9)
+    report: dict[str, Any] = {
+        "label": args.label,
+        "graders": args.graders,
+        "expected": len(expected),
+        "graded": len(graded_numbers & expected),
+        "elapsed_s": round(elapsed, 3),
+        "graded_per_s": round(len(graded) / elapsed, 1),
+        "get_submission_ms": {p: ms(percentile(get_lat, q)) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "put_result_ms": {p: ms(percentile(put_lat, q)) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "requests": len(get_lat) + len(put_lat),
+        "empty_polls": sum(r["empty"] for r in results),
+        "dup_handouts": dup_handouts,
+        "dup_grades": dup_grades,
+        "stale_key_refusals": sum(r["stale"] for r in results),
+        "http_errors": dict(http_errors),
+        "http_error_count": sum(http_errors.values()),
+        "over_1s": sum(r["slow"] for r in results),
+        "relogins": sum(r["relogins"] for r in results),
+        "client_exceptions": sum(r["exceptions"] for r in results),
+        "other_failures": dict(other),
+        "lost": len(expected - graded_numbers),
+        "completed": len(graded_numbers) >= args.target,
+    }
+    if callbacks is not None:
+        arrivals = callbacks.arrivals
+        first = {n: min(ts) for n, ts in arrivals.items()}
+        dup_callbacks = sum(len(ts) - 1 for ts in arrivals.values() if len(ts) > 1)
+        end_cb = max(first.values(), default=start)
+        report["callbacks"] = len(first.keys() & expected)
+        report["callbacks_per_s"] = round(len(first) / max(end_cb - start, 1e-9), 1)
+        report["dup_callbacks"] = dup_callbacks
+        # Lost: expected but never graded, or graded but its callback never came.
+        report["lost"] = len(expected - (graded_numbers & first.keys()))
+        report["duplicates"] = dup_handouts + dup_callbacks
+        if submitted:
+            lat = [first[n] - submitted[n] for n in submitted if n in first]
+            report["submit_to_callback_ms"] = {"p50": ms(percentile(lat, 50)), "p99": ms(percentile(lat, 99))}
+    else:
+        report["duplicates"] = dup_handouts + dup_grades
+    if args.constant:
+        # The constant view hands out the same submission every time: nothing to count.
+        report.update({"duplicates": 0, "lost": 0, "dup_handouts": 0, "dup_grades": 0, "graded": len(graded)})
+    if submitted:
+        done_at = {}
+        for n, t in graded:
+            done_at.setdefault(n, t)
+        lat = [done_at[n] - submitted[n] for n in submitted if n in done_at]
+        report["submit_to_graded_ms"] = {"p50": ms(percentile(lat, 50)), "p99": ms(percentile(lat, 99))}
+        report["live_rate"] = args.live_rate
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    g, p = report["get_submission_ms"], report["put_result_ms"]
+    rows = [
+        ("run", report["label"]),
+        ("graded", f"{report['graded']}/{report['expected']} in {report['elapsed_s']} s"),
+        ("graded/s", report["graded_per_s"]),
+        ("callbacks/s", report.get("callbacks_per_s", "-")),
+        ("get_submission p50/p95/p99 ms", f"{g['p50']} / {g['p95']} / {g['p99']}"),
+        ("put_result p50/p95/p99 ms", f"{p['p50']} / {p['p95']} / {p['p99']}"),
+    ]
+    if "submit_to_callback_ms" in report:
+        s = report["submit_to_callback_ms"]
+        rows.append(("submit->callback p50/p99 ms", f"{s['p50']} / {s['p99']}"))
+    if "submit_to_graded_ms" in report:
+        s = report["submit_to_graded_ms"]
+        rows.append(("submit->graded p50/p99 ms", f"{s['p50']} / {s['p99']}"))
+    rows += [
+        ("duplicates / lost", f"{report['duplicates']} / {report['lost']}"),
+        ("stale-key refusals", report["stale_key_refusals"]),
+        ("HTTP errors", f"{report['http_error_count']} {report['http_errors'] or ''}".strip()),
+        ("replies over 1 s", report["over_1s"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--queue", default="bench")
+    parser.add_argument("--graders", type=int, default=4)
+    parser.add_argument("--user-pattern", default="grader{i}", help="grader account name; {i} is 1..G")
+    parser.add_argument("--password", default="bench-password")
+    parser.add_argument("--expect", type=int, default=0, help="drain mode: backlog size to grade")
+    parser.add_argument("--stop-after", type=int, default=0,
+                        help="drain mode: stop after this many grades (a bounded run over a larger backlog)")
+    parser.add_argument("--constant", action="store_true", help="the constant-view limit: skip duplicate counting")
+    parser.add_argument("--first", type=int, default=0, help="drain mode: the backlog's first bench number")
+    parser.add_argument("--live-rate", type=float, default=0.0, help="live mode: LMS submissions per second")
+    parser.add_argument("--live-count", type=int, default=0, help="live mode: how many submissions to send")
+    parser.add_argument("--lms-user", default="lms")
+    parser.add_argument("--lms-password", default="bench-password")
+    parser.add_argument("--callback-port", type=int, default=28149)
+    parser.add_argument("--no-callbacks", dest="callbacks", action="store_false",
+                        help="the contestant has no LMS callback (edx-submissions emits a signal instead)")
+    parser.add_argument("--callback-wait", type=float, default=30.0)
+    parser.add_argument("--empty-sleep", type=float, default=1.0, help="the watcher's sleep after an empty poll")
+    parser.add_argument("--request-timeout", type=float, default=10.0)
+    parser.add_argument("--time-limit", type=float, default=300.0, help="hard bound on the run's length")
+    parser.add_argument("--label", default="run")
+    parser.add_argument("--json-out", help="append the JSON line to this file")
+    args = parser.parse_args(argv)
+    if not args.expect and not args.live_count:
+        parser.error("give --expect (drain a backlog) or --live-count with --live-rate (live mode)")
+    if args.live_count and args.live_rate <= 0:
+        parser.error("--live-count needs --live-rate")
+    report = run(args)
+    print(table(report), file=sys.stderr)
+    line = json.dumps(report, sort_keys=True)
+    print(line)
+    if args.json_out:
+        with open(args.json_out, "a") as fh:
+            fh.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Run the side-by-side benchmark: gradequeue, edx-submissions 4.0.2 and two limits, interleaved.
+
+For every repetition, every workload runs each contestant in turn (A, B, C, D, A, B, C, D ...), so that the
+machine's drift lands on all of them alike. Each run starts from a fresh copy of a seeded template database
+and fresh server processes, and everything listens on 127.0.0.1. Results: one JSON line per run in
+bench/results/<stamp>.jsonl, medians and ratios in bench/results/<stamp>.md (also printed).
+
+Usage: run.py [--quick] [--runs N] [--only gradequeue,edx,...] [--workloads drain-2000-g16,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+GQ_VENV = ROOT / ".venv" / "bin"
+EDX_VENV = BENCH / ".venv-edx" / "bin"
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/gq_bench")
+CACHE = os.environ.get("BENCH_CACHE", "redis://127.0.0.1:6379/11")
+PREFIX = os.environ.get("BENCH_DB_PREFIX", "gq_bench_")
+HOST = "127.0.0.1"
+PORTS = {"gradequeue": 28141, "edx": 28142, "constant": 28143}
+CALLBACK_PORT = 28149
+MAX_GRADERS = 16
+TEMPLATE_VERSION = "bench-template-v2"
+LABELS = {
+    "gradequeue": "gradequeue",
+    "edx": "edx-submissions 4.0.2",
+    "constant": "constant Django view (limit)",
+    "pgloop": "PostgreSQL claim loop (limit)",
+}
+
+
+@dataclass
+class Workload:
+    name: str
+    backlog: int
+    graders: int
+    contestants: tuple[str, ...]
+    stop_after: int = 0  # 0: drain the whole backlog
+    time_limit: float = 180.0
+    live_rate: float = 0.0
+    live_count: int = 0
+    extra: list[str] = field(default_factory=list)
+
+
+def workloads(quick: bool) -> list[Workload]:
+    everyone = ("gradequeue", "edx", "constant", "pgloop")
+    if quick:
+        return [
+            Workload("drain-2000-g16", 2000, 16, everyone, time_limit=90),
+            Workload("drain-2000-g4", 2000, 4, ("gradequeue", "edx"), time_limit=90),
+            Workload("drain-20000-g16", 20000, 16, ("gradequeue", "edx"), stop_after=2000, time_limit=60),
+            Workload("live-10ps-g4", 0, 4, ("gradequeue",), live_rate=10, live_count=150, time_limit=60),
+        ]
+    return [
+        # Each run is bounded in time: a contestant that has not drained the backlog by then is measured on
+        # what it graded (graded/s), and only what it handed out counts towards lost.
+        Workload("drain-2000-g1", 2000, 1, everyone, time_limit=60),
+        Workload("drain-2000-g4", 2000, 4, everyone, time_limit=60),
+        Workload("drain-2000-g16", 2000, 16, everyone, time_limit=60),
+        # How cost grows with the backlog: the same 16 graders in front of 100 000 waiting submissions, bounded
+        # to the first 3 000 grades (or 60 s).
+        Workload("drain-100000-g16", 100000, 16, ("gradequeue", "edx", "pgloop"), stop_after=3000, time_limit=60),
+        # The LMS submits 10 a second while 4 graders poll (sleeping 1 s after an empty poll, as the watcher).
+        Workload("live-10ps-g4", 0, 4, ("gradequeue",), live_rate=10, live_count=300, time_limit=60),
+    ]
+
+
+def psql(sql: str, db: str = "postgres") -> str:
+    out = subprocess.run(["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-qtAc", sql], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def db_ready(name: str) -> bool:
+    return psql(f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{name}'") == (
+        TEMPLATE_VERSION
+    )
+
+
+def recreate(name: str, template: str | None = None) -> None:
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+
+def template_for(contestant: str, backlog: int, log: Path) -> str:
+    """A seeded database to copy for each run, built once per contestant and backlog size."""
+    name = f"{PREFIX}tpl_{contestant}_{backlog}"
+    if db_ready(name):
+        return name
+    recreate(name)
+    with open(log, "a") as fh:
+        if contestant == "gradequeue":
+            env = gq_env(name)
+            subprocess.run([GQ_VENV / "python", BENCH / "gq_setup.py", str(MAX_GRADERS), str(backlog),
+                            str(CALLBACK_PORT)], env=env, check=True, stdout=fh, stderr=fh)
+        else:
+            env = {**os.environ, "EDX_DB_NAME": name, "LOG_LEVEL": "WARNING"}
+            subprocess.run([EDX_VENV / "python", "setup_bench.py", str(MAX_GRADERS), str(backlog)],
+                           cwd=BENCH / "edx_submissions_project", env=env, check=True, stdout=fh, stderr=fh)
+    psql(f"COMMENT ON DATABASE \"{name}\" IS '{TEMPLATE_VERSION}'")
+    return name
+
+
+def gq_env(db: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": f"{PG}/{db}",
+        "CELERY_BROKER_URL": BROKER,
+        "CACHE_URL": CACHE,
+        "DJANGO_SECRET_KEY": "benchmark-only-secret-key-not-for-deployment",
+        "GRADEQUEUE_CELERY_QUEUE": "gradequeue-bench",
+        "GRADEQUEUE_DEV": "0",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        "GUNICORN_BIND": f"{HOST}:{PORTS['gradequeue']}",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def port_free(port: int) -> None:
+    """Refuse to start if something else already listens there: the load would go to someone else's server."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise RuntimeError(f"port {port} is already in use; stop what listens there first") from None
+
+
+class Contestant:
+    """Start a contestant's processes for one run, and stop them all afterwards."""
+
+    def __init__(self, name: str, db: str | None, logdir: Path) -> None:
+        self.name, self.db, self.logdir = name, db, logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, tag: str, cmd: list[Any], env: dict[str, str], cwd: Path = ROOT) -> None:
+        log = open(self.logdir / f"{self.name}-{tag}.log", "ab")  # noqa: SIM115 (closed with the process)
+        self.procs.append(subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=log, stderr=log,
+                                           start_new_session=True))
+
+    def start(self) -> None:
+        if self.name in PORTS:
+            port_free(PORTS[self.name])
+        gunicorn_conf = ROOT / "config" / "gunicorn.conf.py"
+        if self.name == "gradequeue":
+            assert self.db
+            env = gq_env(self.db)
+            subprocess.run([GQ_VENV / "celery", "-A", "celery_app", "purge", "-f", "-Q", "gradequeue-bench"],
+                           env=env, cwd=ROOT, check=False, capture_output=True)
+            self._spawn("web", [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "config.wsgi"], env)
+            self._spawn("worker", [GQ_VENV / "celery", "-A", "celery_app", "worker", "-Q", "gradequeue-bench",
+                                   "--pool", os.environ.get("BENCH_WORKER_POOL", "threads"),
+                                   "--concurrency", os.environ.get("BENCH_WORKER_CONCURRENCY", "8"),
+                                   "--loglevel", "WARNING", "--without-gossip", "--without-mingle"], env)
+            self._spawn("beat", [GQ_VENV / "celery", "-A", "celery_app", "beat", "--loglevel", "WARNING",
+                                 "--schedule", self.logdir / "beat-schedule"], env)
+        elif self.name == "edx":
+            env = {**os.environ, "EDX_DB_NAME": self.db or "", "GUNICORN_BIND": f"{HOST}:{PORTS['edx']}",
+                   "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO")}
+            self._spawn("web", [EDX_VENV / "gunicorn", "-c", gunicorn_conf, "wsgi:application"], env,
+                        cwd=BENCH / "edx_submissions_project")
+        elif self.name == "constant":
+            env = {**os.environ, "GUNICORN_BIND": f"{HOST}:{PORTS['constant']}"}
+            self._spawn("web", [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "app:application"], env,
+                        cwd=BENCH / "constant_project")
+        if self.name in PORTS:
+            self._wait_http(PORTS[self.name])
+
+    def _wait_http(self, port: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{HOST}:{port}/xqueue/login/", timeout=2).read()
+                return
+            except Exception:
+                if any(p.poll() is not None for p in self.procs):
+                    raise RuntimeError(f"{self.name} exited; see {self.logdir}") from None
+                time.sleep(0.3)
+        raise RuntimeError(f"{self.name} did not answer on port {port}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, Any]:
+    log = logdir / "setup.log"
+    if contestant == "pgloop":
+        db = f"{PREFIX}run_pgloop"
+        recreate(db)
+        cmd = [GQ_VENV / "python", BENCH / "pg_claim_loop.py", f"{PG}/{db}", "--backlog", str(wl.backlog),
+               "--graders", str(wl.graders), "--stop-after", str(wl.stop_after or wl.backlog),
+               "--time-limit", str(wl.time_limit), "--label", f"{contestant}/{wl.name}/{rep}"]
+        server = None
+    else:
+        db = None
+        if contestant in ("gradequeue", "edx"):
+            db = f"{PREFIX}run_{contestant}"
+            recreate(db, template_for(contestant, wl.backlog, log))
+        server = Contestant(contestant, db, logdir)
+        cmd = [sys.executable, BENCH / "loadgen.py", "--base-url", f"http://{HOST}:{PORTS[contestant]}",
+               "--graders", str(wl.graders), "--time-limit", str(wl.time_limit),
+               "--callback-port", str(CALLBACK_PORT), "--callback-wait", "60", "--label", f"{contestant}/{wl.name}/{rep}"]
+        if wl.live_count:
+            cmd += ["--live-rate", str(wl.live_rate), "--live-count", str(wl.live_count)]
+        else:
+            cmd += ["--expect", str(wl.backlog)]
+            if wl.stop_after:
+                cmd += ["--stop-after", str(wl.stop_after)]
+        if contestant != "gradequeue":
+            cmd += ["--no-callbacks"]
+        if contestant == "constant":
+            cmd += ["--constant"]
+        cmd += wl.extra
+    try:
+        if server:
+            server.start()
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                             timeout=wl.time_limit + 120, check=False)
+    finally:
+        if server:
+            server.stop()
+    with open(logdir / "loadgen.log", "a") as fh:
+        fh.write(out.stderr)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{contestant}/{wl.name}: no result ({out.stderr[-2000:]})")
+    report = json.loads(lines[-1])
+    report.update({"contestant": contestant, "workload": wl.name, "rep": rep})
+    if db and contestant != "pgloop":
+        report["server_db_rows"] = db_summary(contestant, db)
+    return report
+
+
+def db_summary(contestant: str, db: str) -> dict[str, int]:
+    """Where the submissions ended up, read from the contestant's own tables after the run."""
+    if contestant == "gradequeue":
+        rows = psql("SELECT status, count(*) FROM grading_submission GROUP BY status", db)
+    else:
+        rows = psql("SELECT status, count(*) FROM submissions_externalgraderdetail GROUP BY status", db)
+    return {s: int(c) for s, c in (line.split("|") for line in rows.splitlines() if line)}
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 1) if values else None
+
+
+def summarise(reports: list[dict[str, Any]]) -> str:
+    lines = ["| workload | contestant | runs | graded/s | callbacks/s | get_submission p50 / p99 ms | "
+             "put_result p99 ms | submit→callback p50 / p99 ms | dup | lost | stale | HTTP err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in reports:
+        by.setdefault((r["workload"], r["contestant"]), []).append(r)
+    medians: dict[tuple[str, str], float | None] = {}
+    for (wl, c), rs in by.items():
+        gps = median([r["graded_per_s"] for r in rs])
+        medians[(wl, c)] = gps
+        s2c = [r.get("submit_to_callback_ms") or {} for r in rs]
+        cbs = median([r["callbacks_per_s"] for r in rs if "callbacks_per_s" in r])
+        constant = c == "constant"
+        lines.append(
+            f"| {wl} | {LABELS[c]} | {len(rs)} | {gps} | {cbs if cbs is not None else '–'} | "
+            f"{median([r['get_submission_ms']['p50'] for r in rs])} / "
+            f"{median([r['get_submission_ms']['p99'] for r in rs])} | "
+            f"{median([r['put_result_ms']['p99'] for r in rs])} | "
+            + (f"{median([s.get('p50') for s in s2c])} / {median([s.get('p99') for s in s2c])}"
+               if any(s2c) else "–")
+            + " | " + ("n/a" if constant else str(max(r["duplicates"] for r in rs)))
+            + " | " + ("n/a" if constant else str(max(r["lost"] for r in rs)))
+            + f" | {max(r.get('stale_key_refusals', 0) for r in rs)} | {max(r.get('http_error_count', 0) for r in rs)} |"
+        )
+    lines += ["", "Ratios of gradequeue's median graded/s:", ""]
+    for wl in sorted({w for w, _ in medians}):
+        ours = medians.get((wl, "gradequeue"))
+        if not ours:
+            continue
+        parts = [f"{LABELS[c]} ×{ours / v:.2f}" if c != "constant" and c != "pgloop"
+                 else f"{ours / v:.0%} of {LABELS[c]}"
+                 for (w, c), v in sorted(medians.items()) if w == wl and c != "gradequeue" and v]
+        if parts:
+            lines.append(f"- {wl}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few minutes: one repetition, smaller workloads")
+    parser.add_argument("--runs", type=int, default=None, help="repetitions (default 3, or 1 with --quick)")
+    parser.add_argument("--only", default="", help="comma-separated contestants")
+    parser.add_argument("--workloads", default="", help="comma-separated workload names")
+    parser.add_argument("--summarise", metavar="JSONL", help="only print the table of an earlier run's results")
+    args = parser.parse_args()
+    if args.summarise:
+        with open(args.summarise) as fh:
+            print(summarise([json.loads(line) for line in fh if line.strip()]))
+        return 0
+    runs = args.runs or (1 if args.quick else 3)
+    chosen = workloads(args.quick)
+    if args.workloads:
+        names = set(args.workloads.split(","))
+        chosen = [w for w in chosen if w.name in names]
+    only = set(args.only.split(",")) if args.only else set(LABELS)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = BENCH / "results"
+    logdir = results / f"{stamp}-logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    jsonl = results / f"{stamp}.jsonl"
+    reports: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for rep in range(1, runs + 1):
+        for wl in chosen:
+            for contestant in wl.contestants:
+                if contestant not in only:
+                    continue
+                t0 = time.monotonic()
+                report = run_one(contestant, wl, rep, logdir)
+                reports.append(report)
+                with open(jsonl, "a") as fh:
+                    fh.write(json.dumps(report, sort_keys=True) + "\n")
+                print(f"[{time.monotonic() - started:6.0f}s] rep {rep} {wl.name:18} {contestant:10} "
+                      f"{report['graded_per_s']:8.1f} graded/s  get p99 {report['get_submission_ms']['p99']} ms  "
+                      f"dup {report['duplicates']} lost {report['lost']}  ({time.monotonic() - t0:.0f}s)",
+                      flush=True)
+    summary = summarise(reports)
+    (results / f"{stamp}.md").write_text(summary + "\n")
+    print("\n" + summary)
+    print(f"\nraw results: {jsonl}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
