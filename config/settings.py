@@ -138,7 +138,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-gradequeue.sqlite3")}
 else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A health check is a "SELECT 1" round trip at the start of every request that reuses a connection: up
+    # to a sixth of a grader poll's time under load. Without it, a connection broken by a database restart fails
+    # one request per process (answered 500, which graders retry) and is then replaced.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", False)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHE_URL = env_str("CACHE_URL", "")
@@ -147,7 +150,16 @@ if CACHE_URL.startswith(("redis://", "rediss://")):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# With a shared cache (Redis), sessions are read from it (and for a moment from the process itself,
+# grading.sessions) and written to both: a grader's poll then costs no session query. Without one, the
+# database alone (a per-process cache would not see other processes' logins).
+SESSION_ENGINE = (
+    "grading.sessions"
+    if CACHE_URL.startswith(("redis://", "rediss://"))
+    else "django.contrib.sessions.backends.db"
+)
+# ModelBackend with the account served from the cache on every request (grading.api.auth).
+AUTHENTICATION_BACKENDS = ["grading.api.auth.CachedModelBackend"]
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
@@ -241,6 +253,12 @@ GRADEQUEUE = {
     "FILE_URL_SECONDS": env_int("GRADEQUEUE_FILE_URL_SECONDS", 24 * 3600, minimum=60),
     # The base URL graders use to reach this service (for file links), when a proxy hides it from requests.
     "PUBLIC_BASE_URL": env_str("GRADEQUEUE_PUBLIC_BASE_URL", ""),
+    # How long an account and its queue grants may be served from the cache. Changes through the ORM (admin,
+    # commands) are forgotten at once; this bounds what a raw SQL change can leave unseen.
+    "ACCESS_CACHE_SECONDS": env_float("GRADEQUEUE_ACCESS_CACHE_SECONDS", 60.0, minimum=0.0),
+    # ...and how long each web process may keep a session, an account or its grants to itself
+    # (grading.localcache): what another process changed (a logout, a revoked grant) shows within this time.
+    "LOCAL_CACHE_SECONDS": env_float("GRADEQUEUE_LOCAL_CACHE_SECONDS", 5.0, minimum=0.0),
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
 }

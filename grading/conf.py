@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "FILE_URL_SECONDS": 24 * 3600,
     "SEED_QUEUES": [],
     "PUBLIC_BASE_URL": "",
+    "ACCESS_CACHE_SECONDS": 60.0,
+    "LOCAL_CACHE_SECONDS": 5.0,
 }
 
 

@@ -295,7 +295,8 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
     actor = actor or actor_of(user)
     user_id = user.pk if getattr(user, "is_authenticated", False) else None
     if connection.vendor == "postgresql":
-        with transaction.atomic(), connection.cursor() as cursor:
+        # One statement is one transaction in autocommit: no BEGIN/COMMIT round trips around it.
+        with connection.cursor() as cursor:
             cursor.execute(
                 _PG_LEASE_SQL,
                 {
@@ -385,18 +386,19 @@ def accept_result(
     queue_ids = list(allowed_queue_ids)
     actor = actor or actor_of(user)
     if connection.vendor == "postgresql":
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    _PG_ACCEPT_SQL,
-                    {"reply": reply, "now": now, "id": submission_id, "key": key, "queues": queue_ids,
-                     "actor": actor},
-                )
-                won = cursor.fetchone() is not None
-            if won:
-                logger.info("transition submission=%s pulled->returned reason=result actor=%s",
-                            submission_id, actor)
-                _schedule_followup(submission_id, Status.RETURNED)
+        # One statement, its own transaction in autocommit (no BEGIN/COMMIT round trips); the follow-up is
+        # then enqueued right after it commits (or after the caller's transaction, if there is one).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _PG_ACCEPT_SQL,
+                {"reply": reply, "now": now, "id": submission_id, "key": key, "queues": queue_ids,
+                 "actor": actor},
+            )
+            won = cursor.fetchone() is not None
+        if won:
+            logger.info("transition submission=%s pulled->returned reason=result actor=%s",
+                        submission_id, actor)
+            _schedule_followup(submission_id, Status.RETURNED)
     else:
         won = transition(
             submission_id,
