@@ -8,4 +8,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("gradequeue")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.include = ["tasks.grading"]
+app.conf.include = ["tasks.grading", "tasks.ops"]

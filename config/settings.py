@@ -243,6 +243,14 @@ GRADEQUEUE = {
     "PUBLIC_BASE_URL": env_str("GRADEQUEUE_PUBLIC_BASE_URL", ""),
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
+    # Who may read /metrics: a request with "Authorization: Bearer <METRICS_TOKEN>" (when a token is set),
+    # or one from an address in METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated; empty = none).
+    "METRICS_TOKEN": env_str("GRADEQUEUE_METRICS_TOKEN", ""),
+    "METRICS_ALLOWED_NETWORKS": env_list("GRADEQUEUE_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]),
+    # The readiness check gives the database and the broker this many seconds each.
+    "READY_TIMEOUT": env_float("GRADEQUEUE_READY_TIMEOUT", 2.0, minimum=0.1),
+    # Queue depth samples (the status page's chart) are kept this long.
+    "SAMPLE_RETENTION_SECONDS": env_int("GRADEQUEUE_SAMPLE_RETENTION_SECONDS", 24 * 3600, minimum=3600),
 }
 
 LOGGING = {

@@ -21,6 +21,10 @@ DEFAULTS: dict[str, Any] = {
     "FILE_URL_SECONDS": 24 * 3600,
     "SEED_QUEUES": [],
     "PUBLIC_BASE_URL": "",
+    "METRICS_TOKEN": "",
+    "METRICS_ALLOWED_NETWORKS": ["127.0.0.1/32", "::1/128"],
+    "READY_TIMEOUT": 2.0,
+    "SAMPLE_RETENTION_SECONDS": 24 * 3600,
 }
 
 

@@ -145,3 +145,18 @@ class SubmissionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.submission_id}: {self.from_status or '∅'} → {self.to_status} ({self.reason})"
+
+
+class QueueSample(models.Model):
+    """A queue's depth at one moment, recorded periodically by beat for the status page's chart."""
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField()
+    waiting = models.PositiveIntegerField()
+    leased = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["taken_at"], name="sample_taken")]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} @ {self.taken_at:%H:%M:%S}: {self.waiting} waiting, {self.leased} leased"

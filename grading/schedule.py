@@ -28,6 +28,12 @@ SCHEDULE = [
         "gradequeue: sweep lost follow-ups", "grading.sweep_followups", 30,
         "re-enqueue scoring and delivery whose message never ran",
     ),
+    # The status page charts each queue's depth over the last hour: a point every 30 s draws a queue
+    # filling up during an exam clearly, for one small row per queue per sample.
+    Periodic(
+        "gradequeue: sample queue depth", "grading.sample_queue_depth", 30,
+        "record queue depth for the status page's chart",
+    ),
 ]
 
 PREFIX = "gradequeue: "
