@@ -208,6 +208,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TASK_DEFAULT_QUEUE = env_str("GRADEQUEUE_CELERY_QUEUE", "gradequeue-test" if TESTING else "gradequeue")
 CELERY_WORKER_SEND_TASK_EVENTS = True
+# Workers and beat log through Django's LOGGING (below), so that LOG_FORMAT=json applies to them too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A publish while the broker is unreachable must fail fast: the row is already committed and the sweep
@@ -253,11 +255,18 @@ GRADEQUEUE = {
     "SAMPLE_RETENTION_SECONDS": env_int("GRADEQUEUE_SAMPLE_RETENTION_SECONDS", 24 * 3600, minimum=3600),
 }
 
+# LOG_FORMAT=json writes one JSON object per line (for log shippers); the default is plain text.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of: plain, json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "grading.logjson.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

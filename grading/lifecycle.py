@@ -107,14 +107,30 @@ def _record(
         created_at=now,
         details=details,
     )
+    log_transition(submission_id, from_status, to_status, reason, actor, details.get("queue"))
+
+
+def queue_name_of(submission_id: int) -> str | None:
+    return Submission.objects.filter(pk=submission_id).values_list("queue__name", flat=True).first()
+
+
+def log_transition(
+    submission_id: int, from_status: str, to_status: str, reason: str, actor: str, queue: str | None = None
+) -> None:
+    """One structured log line per transition (LOG_FORMAT=json turns the extra fields into JSON keys)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    queue = queue or queue_name_of(submission_id)
     logger.info(
-        "transition submission=%s %s->%s reason=%s actor=%s",
+        "transition submission=%s queue=%s %s->%s reason=%s actor=%s",
         submission_id,
+        queue,
         from_status or "-",
         to_status,
         reason,
         actor,
-        extra={"submission_id": submission_id, "from": from_status, "to": to_status, "reason": reason},
+        extra={"submission_id": submission_id, "queue": queue, "from": from_status, "to": str(to_status),
+               "reason": reason, "actor": actor},
     )
 
 
@@ -315,7 +331,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
         pk, body, files, attempts = row
         if isinstance(files, str):
             files = json.loads(files)
-        logger.info("transition submission=%s queued->pulled reason=%s actor=%s", pk, reason, actor)
+        log_transition(pk, Status.QUEUED, Status.PULLED, reason, actor, queue.name)
         return Lease(pk, key, body, files or {}, attempts, expires)
 
     for _ in range(20):
@@ -394,8 +410,7 @@ def accept_result(
                 )
                 won = cursor.fetchone() is not None
             if won:
-                logger.info("transition submission=%s pulled->returned reason=result actor=%s",
-                            submission_id, actor)
+                log_transition(submission_id, Status.PULLED, Status.RETURNED, "result", actor)
                 _schedule_followup(submission_id, Status.RETURNED)
     else:
         won = transition(
