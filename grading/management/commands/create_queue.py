@@ -13,7 +13,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="Queue name, as the LMS problem's queue_name and the grader's config use it")
-        parser.add_argument("--mode", choices=QueueMode.values, default=None, help="How graders get work (default pull)")
+        parser.add_argument(
+            "--mode", choices=QueueMode.values, default=None, help="How graders get work (default pull)"
+        )
         parser.add_argument("--lease-seconds", type=int, default=None, help="Lease length for this queue")
         parser.add_argument("--max-attempts", type=int, default=None, help="Leases before a submission fails")
 
