@@ -74,7 +74,7 @@ TESTING = "pytest" in sys.modules
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if env_bool("GRADEQUEUE_DEV", False) or DEBUG or TESTING:
-        SECRET_KEY = "gradequeue-development-only-secret-key-do-not-deploy"  # noqa: S105
+        SECRET_KEY = "gradequeue-development-only-secret-key-do-not-deploy"
     else:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set. Set it, or set GRADEQUEUE_DEV=1 for a development run."

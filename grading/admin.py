@@ -40,7 +40,7 @@ class EventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ["created_at", "from_status", "to_status", "reason", "actor", "details"]
-    readonly_fields = fields
+    readonly_fields = ["created_at", "from_status", "to_status", "reason", "actor", "details"]
     ordering = ["id"]
     verbose_name_plural = "Timeline"
 
@@ -61,7 +61,9 @@ def _bulk(
         modeladmin.message_user(request, f"{verb}: {done} submission(s).", messages.SUCCESS)
         if skipped:
             modeladmin.message_user(
-                request, f"{skipped} submission(s) were skipped: not in a state that allows it.", messages.WARNING
+                request,
+                f"{skipped} submission(s) were skipped: not in a state that allows it.",
+                messages.WARNING,
             )
 
     run.__name__ = action.__name__

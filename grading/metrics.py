@@ -141,12 +141,18 @@ class QueueCollector(Collector):
         yield _histogram(
             "gradequeue_submit_to_graded",
             "Seconds from submission to its grade (or failure notice).",
-            "created_at", "graded_at", SUBMIT_TO_GRADED_BUCKETS, names,
+            "created_at",
+            "graded_at",
+            SUBMIT_TO_GRADED_BUCKETS,
+            names,
         )
         yield _histogram(
             "gradequeue_graded_to_delivered",
             "Seconds from the grade to its delivery to the LMS.",
-            "graded_at", "delivered_at", GRADED_TO_DELIVERED_BUCKETS, names,
+            "graded_at",
+            "delivered_at",
+            GRADED_TO_DELIVERED_BUCKETS,
+            names,
         )
 
 

@@ -45,8 +45,9 @@ def metrics_allowed(request: HttpRequest) -> bool:
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not metrics_allowed(request):
-        response = HttpResponse("Forbidden: metrics need a bearer token or an allowed address.\n", status=403,
-                                content_type="text/plain")
+        response = HttpResponse(
+            "Forbidden: metrics need a bearer token or an allowed address.\n", status=403, content_type="text/plain"
+        )
         if setting("METRICS_TOKEN"):
             response["WWW-Authenticate"] = 'Bearer realm="gradequeue metrics"'
         return response

@@ -54,9 +54,7 @@ def queue_stats(names: list[str] | None = None, *, now: datetime | None = None) 
     if not rows:
         return []
     live = (
-        Submission.objects.filter(
-            queue_id__in=rows, status__in=(Status.QUEUED, Status.PULLED, Status.DEAD_LETTER)
-        )
+        Submission.objects.filter(queue_id__in=rows, status__in=(Status.QUEUED, Status.PULLED, Status.DEAD_LETTER))
         .values("queue_id", "status")
         .annotate(n=Count("id"), oldest=Min("created_at"))
     )
@@ -103,8 +101,7 @@ def take_samples(*, now: datetime | None = None) -> int:
 
     now = now or timezone.now()
     samples = [
-        QueueSample(queue_id=s.queue_id, taken_at=now, waiting=s.waiting, leased=s.leased)
-        for s in queue_stats(now=now)
+        QueueSample(queue_id=s.queue_id, taken_at=now, waiting=s.waiting, leased=s.leased) for s in queue_stats(now=now)
     ]
     QueueSample.objects.bulk_create(samples)
     keep = timedelta(seconds=float(setting("SAMPLE_RETENTION_SECONDS")))
@@ -119,9 +116,7 @@ class DepthPoint:
     leased: int
 
 
-def depth_history(
-    queue_ids: list[int], *, since: datetime, now: datetime | None = None
-) -> dict[int, list[DepthPoint]]:
+def depth_history(queue_ids: list[int], *, since: datetime, now: datetime | None = None) -> dict[int, list[DepthPoint]]:
     """The recorded depth of each queue since ``since``, oldest first."""
     history: dict[int, list[DepthPoint]] = {pk: [] for pk in queue_ids}
     rows = (

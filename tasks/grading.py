@@ -6,6 +6,8 @@ state the task expects, so a duplicate or late message is harmless.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import InterfaceError, OperationalError
 
 from celery_app import app
@@ -14,7 +16,7 @@ from grading import delivery, lifecycle
 # Only database hiccups are retried by Celery. LMS delivery keeps its own retry schedule in the database
 # (lifecycle.record_delivery), so that it survives restarts and shows in the submission's timeline.
 TRANSIENT = (OperationalError, InterfaceError)
-COMMON = {
+COMMON: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": TRANSIENT,

@@ -68,22 +68,33 @@ def lms_header(callback_url: str, queue_name: str = "test-123", lms_key: str = "
     return json.dumps({"lms_callback_url": callback_url, "lms_key": lms_key, "queue_name": queue_name})
 
 
-def submit(queue: Queue, user: Any, callback_url: str = "http://127.0.0.1:9/cb", body: str = "{}",
-           lms_key: str = "key-1") -> Any:
+def submit(
+    queue: Queue,
+    user: Any,
+    callback_url: str = "http://127.0.0.1:9/cb",
+    body: str = "{}",
+    lms_key: str = "key-1",
+) -> Any:
     submission, _ = lifecycle.submit(
-        lifecycle.NewSubmission(queue=queue, lms_header=lms_header(callback_url, queue.name, lms_key),
-                                lms_callback_url=callback_url, lms_key=lms_key, body=body, files={}),
+        lifecycle.NewSubmission(
+            queue=queue,
+            lms_header=lms_header(callback_url, queue.name, lms_key),
+            lms_callback_url=callback_url,
+            lms_key=lms_key,
+            body=body,
+            files={},
+        ),
         user,
     )
     return submission
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
-    """A real Celery worker (threads pool) on the configured broker, in this process, for the session.
+    """A real Celery worker (threads pool) on the configured broker, in this process, for one test module.
 
-    The worker's threads use the test database; tests that need it are ``transaction=True`` so that
-    what they commit is visible to it.
+    The worker's threads use the test database; tests that need it are ``transaction=True`` so that what
+    they commit is visible to it. Module scope lets other modules run workers of their own (subprocesses).
     """
     from celery.contrib.testing.worker import start_worker
 
@@ -91,9 +102,22 @@ def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[
 
     with django_db_blocker.unblock():
         app.control.purge()
-    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
-                      shutdown_timeout=10):
+    with start_worker(
+        app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=3
+    ):
         yield app
+
+
+def fast_pipeline(settings: Any, **overrides: Any) -> None:
+    """Shrink the delivery back-off, horizon and sweep grace so that pipeline tests run in seconds."""
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "DELIVERY_BACKOFF_BASE": 0.05,
+        "DELIVERY_BACKOFF_CAP": 0.4,
+        "DELIVERY_TIMEOUT": 2.0,
+        "SWEEP_GRACE_SECONDS": 0.0,
+        **overrides,
+    }
 
 
 @pytest.fixture(autouse=True)

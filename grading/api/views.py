@@ -121,9 +121,11 @@ class SubmitView(XQueueView):
             header = json.loads(header_text)
         except ValueError:
             return fail("Queue request has invalid format")
-        if not isinstance(header, dict) or not all(
-            isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name")
-        ) or "lms_key" not in header:
+        if (
+            not isinstance(header, dict)
+            or not all(isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name"))
+            or "lms_key" not in header
+        ):
             return fail("Queue request has invalid format")
         queue_name = header["queue_name"]
         queue = access.queue_for(request.user, queue_name, Role.LMS)
@@ -151,10 +153,10 @@ class SubmitView(XQueueView):
         return ok(str(length))
 
 
-def _queue_name(request: Request, endpoint: str) -> tuple[str | None, Response | None]:
-    name = request.query_params.get("queue_name")
+def _queue_name(request: Request, endpoint: str) -> tuple[str, Response | None]:
+    name = request.query_params.get("queue_name") or ""
     if not name:
-        return None, fail(f"'{endpoint}' must provide parameter 'queue_name'")
+        return "", fail(f"'{endpoint}' must provide parameter 'queue_name'")
     return name, None
 
 
@@ -234,7 +236,7 @@ class PutResultView(XQueueView):
         return ok("")
 
 
-def download(request: Any, token: str, name: str) -> HttpResponse:
+def download(request: Any, token: str, name: str) -> HttpResponse | FileResponse:
     """Serve a stored submission file to whoever holds a valid, unexpired link (graders)."""
     try:
         path = files.path_from_token(token)

@@ -39,14 +39,17 @@ def value(samples: dict, name: str, **labels: str) -> float:
 def lease_and_answer(queue: Queue, grader: Any, reply: str) -> int:
     lease = lifecycle.lease_next(queue, grader)
     assert lease is not None
-    assert lifecycle.accept_result(lease.submission_id, lease.key, reply, grader, [queue.pk]) == \
-        lifecycle.ResultOutcome.ACCEPTED
+    assert (
+        lifecycle.accept_result(lease.submission_id, lease.key, reply, grader, [queue.pk])
+        == lifecycle.ResultOutcome.ACCEPTED
+    )
     return lease.submission_id
 
 
 @pytest.fixture
-def scripted_run(queue: Queue, other_queue: Queue, lms_user: Any, grader_user: Any, fake_lms: FakeLMS,
-                 settings: Any) -> dict[str, int]:
+def scripted_run(
+    queue: Queue, other_queue: Queue, lms_user: Any, grader_user: Any, fake_lms: FakeLMS, settings: Any
+) -> dict[str, int]:
     """Two queues through a morning of grading, at fixed times.
 
     test-123: one graded and delivered (10 s to grade, 0.5 s to deliver), one whose lease expired and which
@@ -55,6 +58,7 @@ def scripted_run(queue: Queue, other_queue: Queue, lms_user: Any, grader_user: A
     """
     settings.GRADEQUEUE = {**settings.GRADEQUEUE, "LEASE_SECONDS": 60, "MAX_ATTEMPTS": 3}
     from grading.models import QueueGrant, Role
+
     QueueGrant.objects.create(user=lms_user, queue=other_queue, role=Role.LMS)
     QueueGrant.objects.create(user=grader_user, queue=other_queue, role=Role.GRADER)
     fake_lms.script = [200, 500, 404]
@@ -86,8 +90,13 @@ def scripted_run(queue: Queue, other_queue: Queue, lms_user: Any, grader_user: A
         assert lease_and_answer(other_queue, grader_user, "not json") == failed.pk
         assert lifecycle.score_result(failed.pk)
     assert Submission.objects.get(pk=failed.pk).status == Status.FAILED
-    return {"delivered": delivered.pk, "expired": expired.pk, "waiting": waiting.pk, "dead": dead.pk,
-            "failed": failed.pk}
+    return {
+        "delivered": delivered.pk,
+        "expired": expired.pk,
+        "waiting": waiting.pk,
+        "dead": dead.pk,
+        "failed": failed.pk,
+    }
 
 
 def test_metrics_report_per_queue_depth_failures_and_dead_letters(scripted_run: dict[str, int]) -> None:

@@ -40,8 +40,9 @@ def dead_letter(queue: Queue, lms_user: Any, grader: Any, student: int) -> Submi
     lifecycle.score_result(s.pk)
     claim = lifecycle.claim_delivery(s.pk)
     assert claim is not None
-    assert lifecycle.record_delivery(claim, http_status=404, error="", duration_ms=3)[0] == \
-        lifecycle.DeliveryOutcome.DEAD
+    assert (
+        lifecycle.record_delivery(claim, http_status=404, error="", duration_ms=3)[0] == lifecycle.DeliveryOutcome.DEAD
+    )
     return s
 
 
@@ -77,8 +78,16 @@ def test_queue_stats_prints_an_aligned_table_per_queue(busy: dict[str, Submissio
 def test_queue_stats_for_one_queue_as_json(busy: dict[str, Submission]) -> None:
     with time_machine.travel(T0 + timedelta(hours=2), tick=False):
         rows = json.loads(run("queue_stats", "--queue", "test-123", "--json"))
-    assert rows == [{"queue": "test-123", "waiting": 2, "leased": 1, "oldest_waiting_seconds": 7200.0,
-                     "failed": 1, "dead_letter": 0}]
+    assert rows == [
+        {
+            "queue": "test-123",
+            "waiting": 2,
+            "leased": 1,
+            "oldest_waiting_seconds": 7200.0,
+            "failed": 1,
+            "dead_letter": 0,
+        }
+    ]
 
 
 def test_queue_stats_refuses_an_unknown_queue(queue: Queue) -> None:
@@ -88,8 +97,15 @@ def test_queue_stats_refuses_an_unknown_queue(queue: Queue) -> None:
 
 def test_queue_stats_help_explains_each_column() -> None:
     text = " ".join(help_text("queue_stats").split())
-    for phrase in ("waiting for a grader", "leased", "oldest waiting", "failed", "dead letters", "--json",
-                   "--queue NAME"):
+    for phrase in (
+        "waiting for a grader",
+        "leased",
+        "oldest waiting",
+        "failed",
+        "dead letters",
+        "--json",
+        "--queue NAME",
+    ):
         assert phrase in text
 
 
@@ -156,9 +172,7 @@ def test_requeue_failed_help_says_what_it_picks_up_and_how_to_try_it() -> None:
 # --- purge_old ---------------------------------------------------------------------------------------
 
 
-def test_purge_old_deletes_only_long_finished_submissions_with_their_timeline(
-    queue: Queue, lms_user: Any
-) -> None:
+def test_purge_old_deletes_only_long_finished_submissions_with_their_timeline(queue: Queue, lms_user: Any) -> None:
     with time_machine.travel(T0, tick=False):
         old_cancelled = submit(queue, lms_user, "http://127.0.0.1:9/cb/1")
         lifecycle.cancel(old_cancelled.pk, actor="test")

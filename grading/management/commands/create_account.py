@@ -30,12 +30,8 @@ class Command(BaseCommand):
             help="Grant this queue (repeatable). The queue must exist.",
         )
         group = parser.add_mutually_exclusive_group()
-        group.add_argument(
-            "--password", help="The password (visible in the process list; prefer --password-env)"
-        )
-        group.add_argument(
-            "--password-env", metavar="VAR", help="Read the password from this environment variable"
-        )
+        group.add_argument("--password", help="The password (visible in the process list; prefer --password-env)")
+        group.add_argument("--password-env", metavar="VAR", help="Read the password from this environment variable")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         password = opts["password"]

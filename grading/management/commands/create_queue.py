@@ -12,9 +12,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "name", help="Queue name, as the LMS problem's queue_name and the grader's config use it"
-        )
+        parser.add_argument("name", help="Queue name, as the LMS problem's queue_name and the grader's config use it")
         parser.add_argument(
             "--mode", choices=QueueMode.values, default=None, help="How graders get work (default pull)"
         )

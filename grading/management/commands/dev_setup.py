@@ -46,9 +46,7 @@ class Command(BaseCommand):
                     stdout=self.stdout,
                 )
         else:
-            self.stdout.write(
-                "Database already has queues or accounts: development accounts left as they are."
-            )
+            self.stdout.write("Database already has queues or accounts: development accounts left as they are.")
         self.stdout.write(
             "\nConnect xqueue-watcher with a conf.d file like:\n"
             f'  {{"{cfg["GRADEQUEUE_DEV_QUEUE"]}": {{"SERVER": "{opts["base_url"]}", '

@@ -22,10 +22,19 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--days", type=int, required=True,
-                            help="Delete finished submissions last changed more than this many days ago")
-        parser.add_argument("--queue", action="append", default=[], metavar="NAME",
-                            help="Only this queue (repeatable); default all queues")
+        parser.add_argument(
+            "--days",
+            type=int,
+            required=True,
+            help="Delete finished submissions last changed more than this many days ago",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Only this queue (repeatable); default all queues",
+        )
         parser.add_argument("--batch", type=int, default=1000, help="Rows deleted per transaction (default 1000)")
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing")
 
@@ -43,8 +52,9 @@ class Command(BaseCommand):
                 raise CommandError(f"No queue named {', '.join(unknown)}")
             old = old.filter(queue__name__in=opts["queue"])
         if opts["dry_run"]:
-            self.stdout.write(f"Would delete {old.count()} finished submission(s) last changed before "
-                              f"{cutoff:%Y-%m-%d %H:%M} UTC")
+            self.stdout.write(
+                f"Would delete {old.count()} finished submission(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC"
+            )
             return
         deleted = 0
         while True:

@@ -33,9 +33,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         names = opts["queue"]
-        unknown = sorted(
-            set(names) - set(Queue.objects.filter(name__in=names).values_list("name", flat=True))
-        )
+        unknown = sorted(set(names) - set(Queue.objects.filter(name__in=names).values_list("name", flat=True)))
         if unknown:
             raise CommandError(f"No queue named {', '.join(unknown)}")
         rows = queue_stats(names or None)
@@ -73,7 +71,5 @@ class Command(BaseCommand):
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
         for row in table:
-            cells = [row[0].ljust(widths[0])] + [
-                cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)
-            ]
+            cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
             self.stdout.write("  ".join(cells).rstrip())

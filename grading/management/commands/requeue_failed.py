@@ -43,9 +43,7 @@ class Command(BaseCommand):
             help="Only submissions that failed within this long (e.g. 30m, 2h, 1d)",
         )
         parser.add_argument("--limit", type=int, default=None, help="Requeue at most this many, oldest first")
-        parser.add_argument(
-            "--dry-run", action="store_true", help="List what would be requeued; change nothing"
-        )
+        parser.add_argument("--dry-run", action="store_true", help="List what would be requeued; change nothing")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         candidates = failed_submissions().order_by("pk")
@@ -71,8 +69,7 @@ class Command(BaseCommand):
         done = [pk for pk, *_ in rows if lifecycle.requeue(pk, actor=actor)]
         skipped = len(rows) - len(done)
         self.stdout.write(
-            f"Requeued {len(done)} submission(s)"
-            + (f": {', '.join(f'#{pk}' for pk in done)}" if done else "")
+            f"Requeued {len(done)} submission(s)" + (f": {', '.join(f'#{pk}' for pk in done)}" if done else "")
         )
         if skipped:
             self.stdout.write(f"Skipped {skipped}: their state changed while this ran.")

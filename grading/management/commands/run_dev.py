@@ -51,9 +51,7 @@ class Command(BaseCommand):
             "beat": [python, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO"],
         }
         procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
-        self.stdout.write(
-            f"gradequeue is listening on http://{opts['host']}:{opts['port']}/xqueue/ (Ctrl-C stops)"
-        )
+        self.stdout.write(f"gradequeue is listening on http://{opts['host']}:{opts['port']}/xqueue/ (Ctrl-C stops)")
         stopping = False
 
         def stop(*_: Any) -> None:
