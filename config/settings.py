@@ -153,6 +153,10 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# Passwords keep Django's default hasher; repeated logins with the same credentials skip the slow hash
+# for GRADEQUEUE["LOGIN_CACHE_SECONDS"] (see grading/auth_backends.py).
+AUTHENTICATION_BACKENDS = ["grading.auth_backends.CachedCredentialsBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -196,6 +200,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # The transport polls the folder; the default 1 s would add up to a second to every hop.
+        "polling_interval": 0.05,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -241,6 +247,9 @@ GRADEQUEUE = {
     "FILE_URL_SECONDS": env_int("GRADEQUEUE_FILE_URL_SECONDS", 24 * 3600, minimum=60),
     # The base URL graders use to reach this service (for file links), when a proxy hides it from requests.
     "PUBLIC_BASE_URL": env_str("GRADEQUEUE_PUBLIC_BASE_URL", ""),
+    # How long a successful password check is remembered (keyed digest only), so that graders' frequent
+    # re-logins answer within their 1 s timeout. 0 turns it off.
+    "LOGIN_CACHE_SECONDS": env_int("GRADEQUEUE_LOGIN_CACHE_SECONDS", 600, minimum=0),
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
 }

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "FILE_URL_SECONDS": 24 * 3600,
     "SEED_QUEUES": [],
     "PUBLIC_BASE_URL": "",
+    "LOGIN_CACHE_SECONDS": 600,
 }
 
 

@@ -103,7 +103,7 @@ def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[
     with django_db_blocker.unblock():
         app.control.purge()
     with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=3
+        app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15
     ):
         yield app
 
