@@ -7,6 +7,7 @@ they get a gradequeue download URL carrying a signed, expiring token.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -99,10 +100,8 @@ def _remove_empty_folders(folders: Iterable[str]) -> None:
     for folder in folders:
         if not folder.startswith(FOLDER + "/"):
             continue
-        try:
+        with contextlib.suppress(OSError):  # not empty, or already gone
             os.rmdir(default_storage.path(folder))
-        except OSError:
-            pass
 
 
 def _is_remote(storage: Any) -> bool:

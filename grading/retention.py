@@ -52,9 +52,9 @@ def purge(
     now = now or timezone.now()
     report = PurgeReport()
     if dry_run:
-        for (stored,) in purgeable(older_than, include_dead_letter=include_dead_letter, now=now).values_list(
-            "files"
-        ).iterator():
+        for (stored,) in (
+            purgeable(older_than, include_dead_letter=include_dead_letter, now=now).values_list("files").iterator()
+        ):
             report.submissions += 1
             report.files += len(stored or {})
         return report
@@ -77,6 +77,4 @@ def purge(
                     continue
                 doomed.append(pk)
                 report.files += len(paths)
-            report.submissions += Submission.objects.filter(pk__in=doomed).delete()[1].get(
-                Submission._meta.label, 0
-            )
+            report.submissions += Submission.objects.filter(pk__in=doomed).delete()[1].get(Submission._meta.label, 0)

@@ -28,8 +28,11 @@ FILES = {
 
 
 def header(queue: str = "test-123") -> dict[str, str]:
-    return {"lms_callback_url": "http://127.0.0.1:9/courses/c/xqueue/1/p/score_update", "lms_key": "k",
-            "queue_name": queue}
+    return {
+        "lms_callback_url": "http://127.0.0.1:9/courses/c/xqueue/1/p/score_update",
+        "lms_key": "k",
+        "queue_name": queue,
+    }
 
 
 def pull_files(base_url: str) -> dict[str, str]:
@@ -100,5 +103,6 @@ def test_two_submissions_with_the_same_file_name_never_collide(
     assert lms.submit(first, lms_body(), files={"answer.py": b"one\n"})["return_code"] == 0
     assert lms.submit(second, lms_body(), files={"answer.py": b"two\n"})["return_code"] == 0
     assert [requests.get(pull_files(live_server.url)["answer.py"], timeout=5).content for _ in range(2)] == [
-        b"one\n", b"two\n",
+        b"one\n",
+        b"two\n",
     ]

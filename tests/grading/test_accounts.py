@@ -23,16 +23,19 @@ THROTTLED = re.compile(r"^Too many failed logins; try again in (\d+) seconds$")
 
 
 def login(username: str, password: str, address: str = "10.0.0.1", **extra: Any) -> dict[str, Any]:
-    response = Client(REMOTE_ADDR=address).post("/xqueue/login/", {"username": username, "password": password},
-                                                **extra)
+    response = Client(REMOTE_ADDR=address).post("/xqueue/login/", {"username": username, "password": password}, **extra)
     assert response.status_code == 200
     return json.loads(response.content)
 
 
 @pytest.fixture
 def limits(settings: Any) -> None:
-    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "LOGIN_FAILURES_PER_ACCOUNT": 3,
-                           "LOGIN_FAILURES_PER_ADDRESS": 5, "LOGIN_THROTTLE_SECONDS": 600}
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "LOGIN_FAILURES_PER_ACCOUNT": 3,
+        "LOGIN_FAILURES_PER_ADDRESS": 5,
+        "LOGIN_THROTTLE_SECONDS": 600,
+    }
 
 
 def wrong(username: str, address: str = "10.0.0.1") -> None:
@@ -66,18 +69,14 @@ def test_user_name_case_does_not_dodge_the_account_throttle(lms_user: Any, limit
     assert THROTTLED.match(login("lms", LMS_PASSWORD)["content"])
 
 
-def test_an_address_is_throttled_after_failures_across_accounts(
-    lms_user: Any, grader_user: Any, limits: None
-) -> None:
+def test_an_address_is_throttled_after_failures_across_accounts(lms_user: Any, grader_user: Any, limits: None) -> None:
     for i in range(5):
         wrong(f"guess{i}", "10.9.9.9")
     assert THROTTLED.match(login("grader", GRADER_PASSWORD, "10.9.9.9")["content"])
     assert login("grader", GRADER_PASSWORD, "10.9.9.8") == {"return_code": 0, "content": "Logged in"}
 
 
-def test_a_successful_login_clears_the_account_counter_but_not_the_address_counter(
-    lms_user: Any, limits: None
-) -> None:
+def test_a_successful_login_clears_the_account_counter_but_not_the_address_counter(lms_user: Any, limits: None) -> None:
     wrong("lms")
     wrong("lms")
     assert login("lms", LMS_PASSWORD)["return_code"] == 0
@@ -89,13 +88,17 @@ def test_a_successful_login_clears_the_account_counter_but_not_the_address_count
 
 
 def test_behind_a_proxy_the_last_forwarded_address_counts(lms_user: Any, limits: None, settings: Any) -> None:
-    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "LOGIN_CLIENT_ADDRESS_HEADER": "X-Forwarded-For",
-                           "LOGIN_FAILURES_PER_ACCOUNT": 100}
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "LOGIN_CLIENT_ADDRESS_HEADER": "X-Forwarded-For",
+        "LOGIN_FAILURES_PER_ACCOUNT": 100,
+    }
     for i in range(5):
         # The client forges the first entry each time; the proxy's last entry is the real address.
         assert login("lms", "nope", "10.0.0.1", HTTP_X_FORWARDED_FOR=f"1.1.1.{i}, 203.0.113.7")["return_code"] == 1
-    assert THROTTLED.match(login("lms", LMS_PASSWORD, "10.0.0.1",
-                                 HTTP_X_FORWARDED_FOR="1.1.1.99, 203.0.113.7")["content"])
+    assert THROTTLED.match(
+        login("lms", LMS_PASSWORD, "10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.99, 203.0.113.7")["content"]
+    )
     assert login("lms", LMS_PASSWORD, "10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.8")["return_code"] == 0
 
 
@@ -112,7 +115,8 @@ def test_api_accounts_cannot_reach_the_admin(lms_user: Any, grader_user: Any, ac
     password = LMS_PASSWORD if account == "lms" else GRADER_PASSWORD
     client = Client()
     assert json.loads(client.post("/xqueue/login/", {"username": account, "password": password}).content) == {
-        "return_code": 0, "content": "Logged in",
+        "return_code": 0,
+        "content": "Logged in",
     }
     response = client.get("/admin/")
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
@@ -130,9 +134,7 @@ def test_staff_reach_the_admin(db: Any) -> None:
     assert client.get("/admin/").status_code == 200
 
 
-def test_accounts_are_created_without_staff_rights_and_with_djangos_default_hasher(
-    queue: Any, settings: Any
-) -> None:
+def test_accounts_are_created_without_staff_rights_and_with_djangos_default_hasher(queue: Any, settings: Any) -> None:
     settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
     call_command("create_account", "watcher1", role="grader", queue=["test-123"], password="pw-long-enough-1")
     user = get_user_model().objects.get(username="watcher1")

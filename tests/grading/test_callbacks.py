@@ -86,8 +86,7 @@ def test_submit_with_a_disallowed_callback_is_refused_and_nothing_is_stored(
     reply = json.loads(lms_client.post("/xqueue/submit/", data).content)
     assert reply == {
         "return_code": 1,
-        "content": "Callback URL not allowed: host 'attacker.example.com' is not on this server's "
-        "callback allow-list",
+        "content": "Callback URL not allowed: host 'attacker.example.com' is not on this server's callback allow-list",
     }
     assert not Submission.objects.exists()
     assert stored_files() == []
@@ -98,25 +97,30 @@ def test_submit_with_a_disallowed_callback_is_refused_and_nothing_is_stored(
 
 
 def _settings_in_subprocess(env: dict[str, str], expression: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("GRADEQUEUE_", "DJANGO_", "PYTEST"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GRADEQUEUE_", "DJANGO_", "PYTEST"))}
     clean.update(env)
     code = f"import django; django.setup(); from django.conf import settings; print({expression})"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_production_refuses_to_start_without_a_callback_allow_list() -> None:
-    result = _settings_in_subprocess({"DJANGO_SECRET_KEY": "x" * 50, "DJANGO_SETTINGS_MODULE": "config.settings"},
-                                     "settings.GRADEQUEUE['CALLBACK_HOSTS']")
+    result = _settings_in_subprocess(
+        {"DJANGO_SECRET_KEY": "x" * 50, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        "settings.GRADEQUEUE['CALLBACK_HOSTS']",
+    )
     assert result.returncode != 0
     assert "GRADEQUEUE_CALLBACK_HOSTS is not set" in result.stderr
 
 
 def test_production_takes_the_allow_list_from_the_environment() -> None:
     result = _settings_in_subprocess(
-        {"DJANGO_SECRET_KEY": "x" * 50, "DJANGO_SETTINGS_MODULE": "config.settings",
-         "GRADEQUEUE_CALLBACK_HOSTS": "lms.example.org, *.courses.example.org"},
+        {
+            "DJANGO_SECRET_KEY": "x" * 50,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "GRADEQUEUE_CALLBACK_HOSTS": "lms.example.org, *.courses.example.org",
+        },
         "settings.GRADEQUEUE['CALLBACK_HOSTS']",
     )
     assert result.returncode == 0, result.stderr
@@ -125,24 +129,38 @@ def test_production_takes_the_allow_list_from_the_environment() -> None:
 
 def test_s3_storage_is_selected_by_environment_variables() -> None:
     result = _settings_in_subprocess(
-        {"GRADEQUEUE_DEV": "1", "DJANGO_SETTINGS_MODULE": "config.settings",
-         "GRADEQUEUE_S3_BUCKET": "grades", "GRADEQUEUE_S3_ENDPOINT_URL": "https://s3.example.org",
-         "GRADEQUEUE_S3_REGION": "eu-west-1", "GRADEQUEUE_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
-         "GRADEQUEUE_S3_SECRET_ACCESS_KEY": "secret", "GRADEQUEUE_FILE_URL_SECONDS": "3600"},
+        {
+            "GRADEQUEUE_DEV": "1",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "GRADEQUEUE_S3_BUCKET": "grades",
+            "GRADEQUEUE_S3_ENDPOINT_URL": "https://s3.example.org",
+            "GRADEQUEUE_S3_REGION": "eu-west-1",
+            "GRADEQUEUE_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "GRADEQUEUE_S3_SECRET_ACCESS_KEY": "secret",
+            "GRADEQUEUE_FILE_URL_SECONDS": "3600",
+        },
         "__import__('json').dumps(settings.STORAGES['default'], sort_keys=True)",
     )
     assert result.returncode == 0, result.stderr
     default = json.loads(result.stdout)
     assert default["BACKEND"] == "storages.backends.s3.S3Storage"
     assert default["OPTIONS"] == {
-        "bucket_name": "grades", "endpoint_url": "https://s3.example.org", "region_name": "eu-west-1",
-        "access_key": "AKIAEXAMPLE", "secret_key": "secret", "querystring_auth": True,
-        "querystring_expire": 3600, "signature_version": "s3v4", "file_overwrite": False, "default_acl": None,
+        "bucket_name": "grades",
+        "endpoint_url": "https://s3.example.org",
+        "region_name": "eu-west-1",
+        "access_key": "AKIAEXAMPLE",
+        "secret_key": "secret",
+        "querystring_auth": True,
+        "querystring_expire": 3600,
+        "signature_version": "s3v4",
+        "file_overwrite": False,
+        "default_acl": None,
     }
 
 
 def test_local_storage_is_the_default() -> None:
-    result = _settings_in_subprocess({"GRADEQUEUE_DEV": "1", "DJANGO_SETTINGS_MODULE": "config.settings"},
-                                     "settings.STORAGES['default']['BACKEND']")
+    result = _settings_in_subprocess(
+        {"GRADEQUEUE_DEV": "1", "DJANGO_SETTINGS_MODULE": "config.settings"}, "settings.STORAGES['default']['BACKEND']"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "django.core.files.storage.FileSystemStorage"

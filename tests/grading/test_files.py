@@ -77,18 +77,20 @@ def test_repeated_file_fields_count_towards_the_file_limit(lms_client: Client, q
     data = {
         "xqueue_header": lms_header(CALLBACK),
         "xqueue_body": "{}",
-        "same.py": [SimpleUploadedFile("same.py", b"1"), SimpleUploadedFile("same.py", b"2"),
-                    SimpleUploadedFile("same.py", b"3")],
+        "same.py": [
+            SimpleUploadedFile("same.py", b"1"),
+            SimpleUploadedFile("same.py", b"2"),
+            SimpleUploadedFile("same.py", b"3"),
+        ],
     }
     assert envelope(lms_client.post("/xqueue/submit/", data)) == {
-        "return_code": 1, "content": "Too many files: 3 (limit 2)",
+        "return_code": 1,
+        "content": "Too many files: 3 (limit 2)",
     }
     assert stored_files() == []
 
 
-def test_more_files_than_django_parses_is_an_envelope_not_a_400(
-    lms_client: Client, queue: Any, settings: Any
-) -> None:
+def test_more_files_than_django_parses_is_an_envelope_not_a_400(lms_client: Client, queue: Any, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5
     settings.GRADEQUEUE = {**settings.GRADEQUEUE, "MAX_FILES": 3}
     reply = submit(lms_client, {f"f{i}.py": b"x" for i in range(8)})
@@ -112,10 +114,10 @@ def test_a_form_field_over_the_body_limit_is_refused_with_the_envelope(
     lms_client: Client, queue: Any, settings: Any
 ) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
-    data = {"xqueue_header": lms_header(CALLBACK), "xqueue_body": "x" * 3000,
-            "a.py": SimpleUploadedFile("a.py", b"1")}
+    data = {"xqueue_header": lms_header(CALLBACK), "xqueue_body": "x" * 3000, "a.py": SimpleUploadedFile("a.py", b"1")}
     assert envelope(lms_client.post("/xqueue/submit/", data)) == {
-        "return_code": 1, "content": "Request too large (limit 2048 bytes)",
+        "return_code": 1,
+        "content": "Request too large (limit 2048 bytes)",
     }
     assert stored_files() == []
 
@@ -207,7 +209,7 @@ def test_a_tampered_local_link_is_refused_with_403(
     stored = Submission.objects.get().files["a.py"]
     if where == "payload":
         forged_payload = signing.b64_encode(json.dumps(stored.replace("a.py", "b.py")).encode()).decode()
-        token = forged_payload + token[token.index(":"):]
+        token = forged_payload + token[token.index(":") :]
     elif where == "signature":
         token = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     else:

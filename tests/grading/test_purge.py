@@ -25,8 +25,9 @@ def new(queue: Any, user: Any, student: int) -> int:
     stored = files.store({f"answer-{student}.py": SimpleUploadedFile("a.py", f"print({student})\n".encode())})
     url = CALLBACK.format(student)
     submission, _ = lifecycle.submit(
-        lifecycle.NewSubmission(queue=queue, lms_header=lms_header(url), lms_callback_url=url, lms_key="k",
-                                body="{}", files=stored),
+        lifecycle.NewSubmission(
+            queue=queue, lms_header=lms_header(url), lms_callback_url=url, lms_key="k", body="{}", files=stored
+        ),
         user,
     )
     return submission.pk
@@ -61,8 +62,12 @@ def population(queue: Any, lms_user: Any, grader_user: Any, request: Any) -> dic
         ids["pulled"] = new(queue, lms_user, 5)
     statuses = dict(Submission.objects.values_list("pk", "status"))
     assert {name: statuses[pk] for name, pk in ids.items()} == {
-        "delivered": Status.DELIVERED, "dead_letter": Status.DEAD_LETTER, "superseded": Status.SUPERSEDED,
-        "superseding": Status.QUEUED, "cancelled": Status.CANCELLED, "pulled": Status.QUEUED,
+        "delivered": Status.DELIVERED,
+        "dead_letter": Status.DEAD_LETTER,
+        "superseded": Status.SUPERSEDED,
+        "superseding": Status.QUEUED,
+        "cancelled": Status.CANCELLED,
+        "pulled": Status.QUEUED,
     }
     assert len(stored_files()) == 6
     return ids

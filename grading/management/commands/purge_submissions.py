@@ -14,12 +14,17 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--older-than-days", type=float, required=True, metavar="DAYS",
-                            help="Only submissions whose last change is older than this")
-        parser.add_argument("--batch", type=int, default=500,
-                            help="Rows deleted per transaction (default 500)")
-        parser.add_argument("--include-dead-letter", action="store_true",
-                            help="Also delete dead letters: grades the LMS never received")
+        parser.add_argument(
+            "--older-than-days",
+            type=float,
+            required=True,
+            metavar="DAYS",
+            help="Only submissions whose last change is older than this",
+        )
+        parser.add_argument("--batch", type=int, default=500, help="Rows deleted per transaction (default 500)")
+        parser.add_argument(
+            "--include-dead-letter", action="store_true", help="Also delete dead letters: grades the LMS never received"
+        )
         parser.add_argument("--dry-run", action="store_true", help="Only count what would be deleted")
 
     def handle(self, *args: Any, **opts: Any) -> None:
