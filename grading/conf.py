@@ -22,6 +22,12 @@ DEFAULTS: dict[str, Any] = {
     "SEED_QUEUES": [],
     "PUBLIC_BASE_URL": "",
     "LOGIN_CACHE_SECONDS": 600,
+    # Closed unless configured: config.settings fills in loopback for development.
+    "CALLBACK_HOSTS": [],
+    "LOGIN_FAILURES_PER_ACCOUNT": 10,
+    "LOGIN_FAILURES_PER_ADDRESS": 30,
+    "LOGIN_THROTTLE_SECONDS": 900,
+    "LOGIN_CLIENT_ADDRESS_HEADER": "",
 }
 
 
