@@ -148,10 +148,15 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
-SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+# API clients log in again whenever they are redirected to the login page, so sessions can be short.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 24 * 3600, minimum=60)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Passwords keep Django's default hasher; repeated logins with the same credentials skip the slow hash
+# for GRADEQUEUE["LOGIN_CACHE_SECONDS"] (see grading/auth_backends.py).
+AUTHENTICATION_BACKENDS = ["grading.auth_backends.CachedCredentialsBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -195,7 +200,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # The transport polls the folder; the default 1 s would add up to a second to every hop.
+        "polling_interval": 0.05,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -243,6 +251,9 @@ GRADEQUEUE = {
     "FILE_URL_SECONDS": env_int("GRADEQUEUE_FILE_URL_SECONDS", 24 * 3600, minimum=60),
     # The base URL graders use to reach this service (for file links), when a proxy hides it from requests.
     "PUBLIC_BASE_URL": env_str("GRADEQUEUE_PUBLIC_BASE_URL", ""),
+    # How long a successful password check is remembered (keyed digest only), so that graders' frequent
+    # re-logins answer within their 1 s timeout. 0 turns it off.
+    "LOGIN_CACHE_SECONDS": env_int("GRADEQUEUE_LOGIN_CACHE_SECONDS", 600, minimum=0),
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
     # Who may read /metrics: a request with "Authorization: Bearer <METRICS_TOKEN>" (when a token is set),
@@ -254,6 +265,63 @@ GRADEQUEUE = {
     # Queue depth samples (the status page's chart) are kept this long.
     "SAMPLE_RETENTION_SECONDS": env_int("GRADEQUEUE_SAMPLE_RETENTION_SECONDS", 24 * 3600, minimum=3600),
 }
+
+# --- Files, limits and security ----------------------------------------------------------------------
+# Development runs (make run, the tests) get safe local defaults; production must say what it wants.
+_DEVELOPMENT = env_bool("GRADEQUEUE_DEV", False) or DEBUG or TESTING
+
+# Submission files go to the local MEDIA_ROOT unless GRADEQUEUE_S3_BUCKET selects S3-compatible storage.
+# Objects stay private; graders get presigned URLs that expire after FILE_URL_SECONDS.
+_S3_BUCKET = env_str("GRADEQUEUE_S3_BUCKET", "")
+if _S3_BUCKET:
+    _s3_options = {
+        "bucket_name": _S3_BUCKET,
+        "endpoint_url": env_str("GRADEQUEUE_S3_ENDPOINT_URL", ""),
+        "region_name": env_str("GRADEQUEUE_S3_REGION", ""),
+        # Empty: boto3's own chain (AWS_ACCESS_KEY_ID, an instance or task role, ...).
+        "access_key": env_str("GRADEQUEUE_S3_ACCESS_KEY_ID", ""),
+        "secret_key": env_str("GRADEQUEUE_S3_SECRET_ACCESS_KEY", ""),
+        "location": env_str("GRADEQUEUE_S3_PREFIX", ""),
+        "addressing_style": env_str("GRADEQUEUE_S3_ADDRESSING_STYLE", ""),
+    }
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            **{name: value for name, value in _s3_options.items() if value},
+            "querystring_auth": True,
+            "querystring_expire": GRADEQUEUE["FILE_URL_SECONDS"],
+            "signature_version": "s3v4",
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Grades are POSTed only to these callback hosts (names or glob patterns, comma-separated). Development
+# allows loopback only; a production deployment must list its LMS hosts or refuses to start.
+_CALLBACK_HOSTS = env_list("GRADEQUEUE_CALLBACK_HOSTS", ["localhost", "127.0.0.1", "::1"] if _DEVELOPMENT else [])
+if not _CALLBACK_HOSTS and not _DEVELOPMENT:
+    raise ImproperlyConfigured(
+        "GRADEQUEUE_CALLBACK_HOSTS is not set: list the LMS hosts that grades may be posted to, "
+        "for example GRADEQUEUE_CALLBACK_HOSTS=lms.example.org,*.courses.example.org"
+    )
+GRADEQUEUE.update(
+    {
+        "CALLBACK_HOSTS": _CALLBACK_HOSTS,
+        # Failed logins: after this many failures in LOGIN_THROTTLE_SECONDS (counted from the first), an
+        # account, or a client address, must wait until the window ends.
+        "LOGIN_FAILURES_PER_ACCOUNT": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1),
+        "LOGIN_FAILURES_PER_ADDRESS": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ADDRESS", 30, minimum=1),
+        "LOGIN_THROTTLE_SECONDS": env_int("GRADEQUEUE_LOGIN_THROTTLE_SECONDS", 900, minimum=1),
+        # Behind a reverse proxy: the header whose last entry is the client address (e.g. X-Forwarded-For).
+        "LOGIN_CLIENT_ADDRESS_HEADER": env_str("GRADEQUEUE_LOGIN_CLIENT_ADDRESS_HEADER", ""),
+    }
+)
 
 # LOG_FORMAT=json writes one JSON object per line (for log shippers); the default is plain text.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()

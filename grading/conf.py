@@ -25,6 +25,13 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_ALLOWED_NETWORKS": ["127.0.0.1/32", "::1/128"],
     "READY_TIMEOUT": 2.0,
     "SAMPLE_RETENTION_SECONDS": 24 * 3600,
+    "LOGIN_CACHE_SECONDS": 600,
+    # Closed unless configured: config.settings fills in loopback for development.
+    "CALLBACK_HOSTS": [],
+    "LOGIN_FAILURES_PER_ACCOUNT": 10,
+    "LOGIN_FAILURES_PER_ADDRESS": 30,
+    "LOGIN_THROTTLE_SECONDS": 900,
+    "LOGIN_CLIENT_ADDRESS_HEADER": "",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -37,6 +38,8 @@ class FakeLMS:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     port: int = 0
+    # Serve HTTPS with this context (a certificate of the test's own), instead of plain HTTP.
+    tls: ssl.SSLContext | None = None
 
     def start(self) -> FakeLMS:
         lms = self
@@ -68,6 +71,8 @@ class FakeLMS:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         self.server.daemon_threads = True
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -79,7 +84,7 @@ class FakeLMS:
     @property
     def base_url(self) -> str:
         assert self.port, "start() the server or give it a port first"
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def callback_url(self, student: int = 1, problem: str = "p1") -> str:
         # Shaped like the real LMS's callback, which is often longer than 128 characters.
