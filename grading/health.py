@@ -61,7 +61,7 @@ def _broker() -> str:
         return "ok"
     with Connection(url, connect_timeout=timeout, transport_options=options) as conn:
         # One try, bounded by the timeout: readiness is asked often and must answer fast.
-        conn.ensure_connection(max_retries=0, timeout=timeout)
+        conn.ensure_connection(max_retries=0, timeout=timeout)  # type: ignore[arg-type]
     return "ok"
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from grading.models import Status, Submission, SubmissionEvent
@@ -52,7 +53,8 @@ def _histogram(
     )
     family = HistogramMetricFamily(name, doc, labels=["queue"], unit="seconds")
     seen = set()
-    for row in rows:
+    for typed_row in rows:
+        row: dict[str, Any] = dict(typed_row)  # the bucket keys are built at run time
         total = row["total"]
         seconds = total.total_seconds() if isinstance(total, timedelta) else float(total or 0) / 1e6
         cumulative = [(str(float(b)), row[f"le_{i}"]) for i, b in enumerate(buckets)]
@@ -109,8 +111,8 @@ class QueueCollector(Collector):
         ):
             counts[row["submission__queue_id"]][row["reason"]] += row["n"]
         by_status: dict[int, dict[str, int]] = defaultdict(dict)
-        for row in Submission.objects.values("queue_id", "status").annotate(n=Count("id")):
-            by_status[row["queue_id"]][row["status"]] = row["n"]
+        for status_row in Submission.objects.values("queue_id", "status").annotate(n=Count("id")):
+            by_status[status_row["queue_id"]][status_row["status"]] = status_row["n"]
 
         expired = CounterMetricFamily(
             "gradequeue_leases_expired", "Leases that expired without a result.", labels=["queue"]

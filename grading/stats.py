@@ -67,8 +67,8 @@ def queue_stats(names: list[str] | None = None, *, now: datetime | None = None) 
             stats.leased = item["n"]
         else:
             stats.dead_letter = item["n"]
-    for item in failed_submissions().filter(queue_id__in=rows).values("queue_id").annotate(n=Count("id")):
-        rows[item["queue_id"]].failed = item["n"]
+    for failed in failed_submissions().filter(queue_id__in=rows).values("queue_id").annotate(n=Count("id")):
+        rows[failed["queue_id"]].failed = failed["n"]
     return list(rows.values())
 
 
