@@ -4,7 +4,7 @@ Why a custom collector rather than counters incremented in code: gradequeue runs
 workers and several Celery worker processes, each of which would hold its own counters (and lose them on
 restart). The database already records every transition as a ``SubmissionEvent`` and every timestamp on
 the ``Submission``, so one scrape of any web process reads the same, complete numbers. Counters and
-histograms are cumulative over the rows kept; ``purge_old`` removing rows shows as a counter reset, which
+histograms are cumulative over the rows kept; ``purge_submissions`` removing rows shows as a counter reset, which
 ``rate()`` and ``increase()`` handle.
 
 The queries are a handful of grouped aggregates; their cost grows with the rows kept, which is one reason

@@ -1,4 +1,4 @@
-"""queue_stats, requeue_failed and purge_old: their output, their effect, and their --help."""
+"""queue_stats and requeue_failed: their output, their effect, and their --help."""
 
 from __future__ import annotations
 
@@ -166,30 +166,4 @@ def test_requeue_failed_rejects_a_bad_duration_and_an_unknown_queue(queue: Queue
 def test_requeue_failed_help_says_what_it_picks_up_and_how_to_try_it() -> None:
     text = " ".join(help_text("requeue_failed").split())
     for phrase in ("could not be graded", "--dry-run", "--queue NAME", "--since DURATION", "Example:"):
-        assert phrase in text
-
-
-# --- purge_old ---------------------------------------------------------------------------------------
-
-
-def test_purge_old_deletes_only_long_finished_submissions_with_their_timeline(queue: Queue, lms_user: Any) -> None:
-    with time_machine.travel(T0, tick=False):
-        old_cancelled = submit(queue, lms_user, "http://127.0.0.1:9/cb/1")
-        lifecycle.cancel(old_cancelled.pk, actor="test")
-        old_failed = submit(queue, lms_user, "http://127.0.0.1:9/cb/2")
-        lifecycle.fail_with_notice(old_failed.pk, actor="test")  # still owes the LMS a notice: kept
-    with time_machine.travel(T0 + timedelta(days=29), tick=False):
-        recent = submit(queue, lms_user, "http://127.0.0.1:9/cb/3")
-        lifecycle.cancel(recent.pk, actor="test")
-    with time_machine.travel(T0 + timedelta(days=31), tick=False):
-        assert run("purge_old", "--days", "30", "--dry-run").startswith("Would delete 1 finished submission(s)")
-        assert Submission.objects.count() == 3
-        assert run("purge_old", "--days", "30").startswith("Deleted 1 finished submission(s)")
-    assert set(Submission.objects.values_list("pk", flat=True)) == {old_failed.pk, recent.pk}
-    assert not SubmissionEvent.objects.filter(submission_id=old_cancelled.pk).exists()
-
-
-def test_purge_old_help_names_what_it_keeps() -> None:
-    text = " ".join(help_text("purge_old").split())
-    for phrase in ("delivered, superseded or cancelled", "Dead letters", "--days DAYS", "--dry-run"):
         assert phrase in text
