@@ -261,6 +261,14 @@ GRADEQUEUE = {
     # How long a successful password check is remembered (keyed digest only), so that graders' frequent
     # re-logins answer within their 1 s timeout. 0 turns it off.
     "LOGIN_CACHE_SECONDS": env_int("GRADEQUEUE_LOGIN_CACHE_SECONDS", 600, minimum=0),
+    # Push modes (grading.push). HTTP push: each POST's timeout, and how many POSTs one lease gets (with
+    # back-off between them) before the submission fails and the LMS is told it could not be graded.
+    "PUSH_HTTP_TIMEOUT": env_float("GRADEQUEUE_PUSH_HTTP_TIMEOUT", 30.0, minimum=0.1),
+    "PUSH_HTTP_ATTEMPTS": env_int("GRADEQUEUE_PUSH_HTTP_ATTEMPTS", 5, minimum=1),
+    "PUSH_HTTP_BACKOFF_BASE": env_float("GRADEQUEUE_PUSH_HTTP_BACKOFF_BASE", 2.0, minimum=0.0),
+    "PUSH_HTTP_BACKOFF_CAP": env_float("GRADEQUEUE_PUSH_HTTP_BACKOFF_CAP", 60.0, minimum=0.0),
+    # Leases one dispatch run hands out before it hands the rest of the queue to a fresh task.
+    "PUSH_DISPATCH_BATCH": env_int("GRADEQUEUE_PUSH_DISPATCH_BATCH", 200, minimum=1),
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
     # Who may read /metrics: a request with "Authorization: Bearer <METRICS_TOKEN>" (when a token is set),

@@ -34,7 +34,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from grading.conf import policy_for, setting
-from grading.models import Queue, Status, Submission, SubmissionEvent, callback_digest
+from grading.models import Queue, QueueMode, Status, Submission, SubmissionEvent, callback_digest
 
 logger = logging.getLogger("grading.lifecycle")
 
@@ -251,6 +251,7 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
             updated_at=now,
         )
         _record(submission.pk, "", Status.QUEUED, "submitted", actor, now, {"queue": new.queue.name})
+        schedule_dispatch(new.queue.pk, new.queue.mode)
         earlier = (
             Submission.objects.filter(
                 callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
@@ -576,11 +577,18 @@ def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) ->
     expired = list(
         Submission.objects.filter(status=Status.PULLED, lease_expires_at__lte=now)
         .order_by("lease_expires_at")
-        .values_list("pk", "attempts", "lease_key", "queue__lease_seconds", "queue__max_attempts")[:batch]
+        .values_list(
+            "pk", "attempts", "lease_key", "queue__lease_seconds", "queue__max_attempts", "queue_id", "queue__mode"
+        )[:batch]
     )
     counts = {"requeued": 0, "failed": 0}
     default_max = setting("MAX_ATTEMPTS")
-    for pk, attempts, key, _lease, max_attempts in expired:
+    woken: set[int] = set()
+    for pk, attempts, key, _lease, max_attempts, queue_id, mode in expired:
+        # A push-mode queue has a free slot (and, if requeued, work) again: wake its dispatcher once.
+        if queue_id not in woken:
+            woken.add(queue_id)
+            schedule_dispatch(queue_id, mode)
         limit = max_attempts or default_max
         # Matching the lease key makes this a no-op if the row was re-leased since we read it.
         where = {"lease_key": key, "lease_expires_at__lte": now}
@@ -769,21 +777,25 @@ def redeliver(submission_id: int, *, actor: str) -> bool:
 
 def requeue(submission_id: int, *, actor: str) -> bool:
     """Put a submission back in its queue for a fresh round of grading (attempts start again)."""
-    row = Submission.objects.filter(pk=submission_id).values_list("status").first()
+    row = Submission.objects.filter(pk=submission_id).values_list("status", "queue_id", "queue__mode").first()
     if row is None or Status.QUEUED not in TRANSITIONS[Status(row[0])]:
         return False
-    return transition(
-        submission_id,
-        row[0],
-        Status.QUEUED,
-        reason="requeue",
-        actor=actor,
-        attempts=0,
-        lease_key="",
-        lease_expires_at=None,
-        failure_reason="",
-        next_delivery_at=None,
-    )
+    with transaction.atomic():
+        done = transition(
+            submission_id,
+            row[0],
+            Status.QUEUED,
+            reason="requeue",
+            actor=actor,
+            attempts=0,
+            lease_key="",
+            lease_expires_at=None,
+            failure_reason="",
+            next_delivery_at=None,
+        )
+        if done:
+            schedule_dispatch(row[1], row[2])
+    return done
 
 
 def cancel(submission_id: int, *, actor: str) -> bool:
@@ -816,7 +828,7 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
     now = now or timezone.now()
     batch = batch or setting("SWEEP_BATCH")
     stale = now - timedelta(seconds=float(setting("SWEEP_GRACE_SECONDS")))
-    counts = {"score": 0, "deliver": 0}
+    counts = {"score": 0, "deliver": 0, "dispatch": 0}
     for pk in Submission.objects.filter(status=Status.RETURNED, updated_at__lte=stale).values_list("pk", flat=True)[
         :batch
     ]:
@@ -827,4 +839,79 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
     ).values_list("pk", flat=True)[:batch]:
         enqueue("grading.deliver_result", pk)
         counts["deliver"] += 1
+    # Push-mode queues with work that has waited too long: the dispatch message was lost, or the queue was
+    # at its in-flight cap when a slot freed up without a dispatch (a lease superseded or cancelled).
+    for queue_id in (
+        Submission.objects.filter(status=Status.QUEUED, queue__mode__in=PUSH_MODES, updated_at__lte=stale)
+        .values_list("queue_id", flat=True)
+        .distinct()[:batch]
+    ):
+        enqueue_dispatch(queue_id)
+        counts["dispatch"] += 1
     return counts
+
+
+# --- Push modes ----------------------------------------------------------------------------------------
+# grading.push leases submissions of celery- and http-mode queues to their graders. These are the
+# lifecycle's side of it: waking the dispatcher whenever a push queue may have work and a free slot, and
+# the two ways a push lease ends early.
+
+PUSH_MODES = (QueueMode.CELERY, QueueMode.HTTP)
+
+
+def enqueue_dispatch(queue_id: int) -> None:
+    """Ask a worker to lease and send out the waiting submissions of a push-mode queue (idempotent)."""
+    from celery_app import app
+
+    try:
+        app.send_task("grading.dispatch", args=[queue_id])
+    except Exception:
+        logger.warning("could not enqueue a dispatch for queue %s; the sweep will retry", queue_id, exc_info=True)
+
+
+def schedule_dispatch(queue_id: int, mode: str) -> None:
+    """After commit, wake the dispatcher of ``queue_id`` if it is a push-mode queue."""
+    if mode in PUSH_MODES:
+        transaction.on_commit(lambda: enqueue_dispatch(queue_id))
+
+
+def release_lease(submission_id: int, key: str, *, reason: str, actor: str, why: str, refund: bool) -> bool:
+    """Put a leased submission back in its queue before its lease expires (the lease ``key`` must match).
+
+    ``refund`` gives the attempt back, for a lease whose submission never reached a grader (the publish
+    failed), so that a broker outage does not use up a submission's attempts.
+    """
+    updates: dict[str, Any] = {"lease_key": "", "lease_expires_at": None}
+    if refund:
+        updates["attempts"] = F("attempts") - 1
+    return transition(
+        submission_id,
+        Status.PULLED,
+        Status.QUEUED,
+        reason=reason,
+        actor=actor,
+        details={"why": why},
+        where={"lease_key": key},
+        **updates,
+    )
+
+
+def fail_lease(submission_id: int, key: str, *, reason: str, why: str, actor: str) -> bool:
+    """Like ``fail``, for a leased submission, and only while ``key`` is still its lease."""
+    now = timezone.now()
+    return transition(
+        submission_id,
+        Status.PULLED,
+        Status.FAILED,
+        reason=reason,
+        actor=actor,
+        now=now,
+        details={"why": why},
+        where={"lease_key": key},
+        lms_body=not_graded_notice(),
+        failure_reason=why,
+        graded_at=now,
+        next_delivery_at=now,
+        delivery_started_at=None,
+        lease_key="",
+    )

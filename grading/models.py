@@ -27,6 +27,20 @@ class Queue(models.Model):
     max_attempts = models.PositiveIntegerField(
         null=True, blank=True, help_text="Leases before a submission fails; empty = the GRADEQUEUE default."
     )
+    # Push modes (grading.push). How many submissions may be leased to graders at once: one course
+    # cannot flood a shared grader pool, and a submission is not leased while it would only wait in line.
+    max_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Push modes: submissions leased to graders at once; empty = no cap."
+    )
+    push_url = models.URLField(
+        max_length=500, blank=True, help_text="HTTP push: the grader's URL, POSTed each submission."
+    )
+    push_username = models.CharField(
+        max_length=150, blank=True, help_text="HTTP push: optional basic auth user."
+    )
+    push_password = models.CharField(
+        max_length=150, blank=True, help_text="HTTP push: optional basic auth password."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
