@@ -74,9 +74,7 @@ def _broker_options(broker: str, folder: str | None) -> dict[str, Any]:
     }
 
 
-def make_app(
-    queue: str, function: GradingFunction, broker: str, *, broker_folder: str | None = None
-) -> Celery:
+def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folder: str | None = None) -> Celery:
     """A Celery app whose worker consumes ``queue`` and grades each submission with ``function``."""
     app = Celery(f"gradequeue-grader-{queue}", broker=broker, set_as_current=False)
     app.conf.update(
@@ -133,14 +131,10 @@ def make_app(
         }
         result = function(content)
         if not result:
-            logger.warning(
-                "submission %s: the grading function returned nothing; no reply sent", submission_id
-            )
+            logger.warning("submission %s: the grading function returned nothing; no reply sent", submission_id)
             return False
         reply = result if isinstance(result, str) else json.dumps(result)
-        send_reply(
-            reply_to, [submission_id, submission_key, reply, self.request.hostname or socket.gethostname()]
-        )
+        send_reply(reply_to, [submission_id, submission_key, reply, self.request.hostname or socket.gethostname()])
         return True
 
     return app

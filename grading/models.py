@@ -35,12 +35,8 @@ class Queue(models.Model):
     push_url = models.URLField(
         max_length=500, blank=True, help_text="HTTP push: the grader's URL, POSTed each submission."
     )
-    push_username = models.CharField(
-        max_length=150, blank=True, help_text="HTTP push: optional basic auth user."
-    )
-    push_password = models.CharField(
-        max_length=150, blank=True, help_text="HTTP push: optional basic auth password."
-    )
+    push_username = models.CharField(max_length=150, blank=True, help_text="HTTP push: optional basic auth user.")
+    push_password = models.CharField(max_length=150, blank=True, help_text="HTTP push: optional basic auth password.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -132,9 +132,7 @@ def dispatch(queue_id: int) -> int:
         except Exception as exc:
             # The broker is unreachable: give the submission back at once, with its attempt, rather than
             # leave it leased to nobody until the lease runs out. The sweep dispatches it again later.
-            logger.warning(
-                "could not send submission %s of queue %s", lease.submission_id, queue.name, exc_info=True
-            )
+            logger.warning("could not send submission %s of queue %s", lease.submission_id, queue.name, exc_info=True)
             lifecycle.release_lease(
                 lease.submission_id,
                 lease.key,
@@ -199,9 +197,7 @@ def push_backoff(attempt: int) -> float:
 def push_http(submission_id: int, key: str, attempt: int) -> tuple[PushOutcome, float | None]:
     """POST a leased submission to its queue's grader (attempt number ``attempt``) and act on the answer."""
     row = (
-        Submission.objects.filter(
-            pk=submission_id, status=Status.PULLED, lease_key=key, queue__mode=QueueMode.HTTP
-        )
+        Submission.objects.filter(pk=submission_id, status=Status.PULLED, lease_key=key, queue__mode=QueueMode.HTTP)
         .values_list(
             "body",
             "files",

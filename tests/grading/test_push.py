@@ -56,9 +56,7 @@ def test_dispatch_publishes_a_grade_message_with_the_lease_on_the_queue_named_af
     assert json.loads(kwargs["xqueue_files"]) == {}
     assert kwargs["reply_to"] == {"exchange": "gradequeue-test", "routing_key": "gradequeue-test"}
     # The message expires with its lease: a grader never starts on work that has been handed out again.
-    assert abs(timezone.datetime.fromisoformat(headers["expires"]) - sub.lease_expires_at) < timedelta(
-        seconds=1
-    )
+    assert abs(timezone.datetime.fromisoformat(headers["expires"]) - sub.lease_expires_at) < timedelta(seconds=1)
     assert list(sub.events.values_list("reason", "actor")) == [
         ("submitted", "user:lms"),
         ("dispatch", "system:dispatch"),
@@ -74,9 +72,7 @@ def test_dispatch_respects_the_queues_in_flight_cap(celery_queue: Queue, lms_use
     assert push.dispatch(celery_queue.pk) == 0
     assert statuses(celery_queue) == {"pulled": 2, "queued": 3}
     # Oldest first, as in pull mode.
-    leased = list(
-        Submission.objects.filter(status=Status.PULLED).order_by("pk").values_list("pk", "lease_key")
-    )
+    leased = list(Submission.objects.filter(status=Status.PULLED).order_by("pk").values_list("pk", "lease_key"))
     assert [pk for pk, _ in leased] == [subs[0].pk, subs[1].pk]
 
     # A reply frees a slot; the next dispatch fills it and no more.
@@ -94,9 +90,7 @@ def test_queue_without_a_cap_dispatches_everything_waiting(celery_queue: Queue, 
     assert statuses(celery_queue) == {"pulled": 4}
 
 
-def test_reply_for_a_stale_dispatch_is_refused_and_the_current_one_accepted(
-    celery_queue: Queue, lms_user: Any
-) -> None:
+def test_reply_for_a_stale_dispatch_is_refused_and_the_current_one_accepted(celery_queue: Queue, lms_user: Any) -> None:
     sub = submit(celery_queue, lms_user)
     push.dispatch(celery_queue.pk)
     sub.refresh_from_db()
@@ -112,10 +106,7 @@ def test_reply_for_a_stale_dispatch_is_refused_and_the_current_one_accepted(
         sub.refresh_from_db()
         assert sub.status == Status.PULLED and sub.grader_reply == ""
 
-        assert (
-            push.record_result(sub.pk, sub.lease_key, grade_json(True), "host-1")
-            is lifecycle.ResultOutcome.ACCEPTED
-        )
+        assert push.record_result(sub.pk, sub.lease_key, grade_json(True), "host-1") is lifecycle.ResultOutcome.ACCEPTED
     sub.refresh_from_db()
     assert sub.status == Status.RETURNED and sub.grader_reply == grade_json(True)
     assert sub.events.filter(to_status=Status.RETURNED).get().actor == "grader:celery:host-1"
