@@ -76,7 +76,8 @@ def _broker_options(broker: str, folder: str | None) -> dict[str, Any]:
 
 def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folder: str | None = None) -> Celery:
     """A Celery app whose worker consumes ``queue`` and grades each submission with ``function``."""
-    app = Celery(f"gradequeue-grader-{queue}", broker=broker, set_as_current=False)
+    # No fixups: a grader that happens to run beside a Django project must not start that project.
+    app = Celery(f"gradequeue-grader-{queue}", broker=broker, set_as_current=False, fixups=[])
     app.conf.update(
         broker_transport_options=_broker_options(broker, broker_folder),
         broker_connection_retry_on_startup=True,

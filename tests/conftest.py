@@ -102,6 +102,8 @@ def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[
 
     with django_db_blocker.unblock():
         app.control.purge()
+    # With AMQP heartbeats on, stopping the worker waits for the next heartbeat tick (~10 s).
+    app.conf.broker_heartbeat = 0
     with start_worker(
         app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15
     ):

@@ -13,14 +13,15 @@ from typing import Any
 
 
 def grade(content: dict[str, str]) -> dict[str, Any]:
-    """Right answer "42". A response of "slow" marks that grading started, then takes a minute."""
+    """Right answer "42". "slow" takes a minute the first time (leaving a marker that grading started)."""
     header = json.loads(content["xqueue_header"])
     body = json.loads(content["xqueue_body"])
     response = body["student_response"]
     if response == "slow":
         marker = Path(os.environ["GRADER_MARKER_DIR"]) / f"started-{header['submission_id']}"
-        marker.write_text(str(os.getpid()))
-        time.sleep(60)
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(60)
     correct = response == "42"
     return {"correct": correct, "score": 1.0 if correct else 0.0, "msg": f"<p>You answered {response}.</p>"}
 
