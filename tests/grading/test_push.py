@@ -157,3 +157,34 @@ def test_release_lease_gives_the_attempt_back_when_asked(celery_queue: Queue, lm
     )
     sub.refresh_from_db()
     assert sub.status == Status.QUEUED and sub.attempts == 0 and sub.lease_key == ""
+
+
+def test_dispatched_file_links_are_absolute_and_downloadable_from_the_public_address(
+    celery_queue: Queue, lms_user: Any, settings: Any, client: Any
+) -> None:
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "PUBLIC_BASE_URL": "http://gradequeue.example.org/"}
+    path = default_storage.save("submissions/push-test/0-answer.py", ContentFile(b"print(42)\n"))
+    try:
+        lifecycle.submit(
+            lifecycle.NewSubmission(
+                queue=celery_queue,
+                lms_header="{}",
+                lms_callback_url="http://127.0.0.1:9/f",
+                lms_key="k",
+                body="{}",
+                files={"answer.py": path},
+            ),
+            lms_user,
+        )
+        push.dispatch(celery_queue.pk)
+        [(_headers, (_args, kwargs, _embed))] = broker.take_messages("push-unit")
+        url = json.loads(kwargs["xqueue_files"])["answer.py"]
+        assert url.startswith("http://gradequeue.example.org/")
+        response = client.get(url.removeprefix("http://gradequeue.example.org"))
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content) == b"print(42)\n"
+    finally:
+        default_storage.delete(path)
