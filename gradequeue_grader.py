@@ -79,6 +79,9 @@ def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folde
     # No fixups: a grader that happens to run beside a Django project must not start that project.
     app = Celery(f"gradequeue-grader-{queue}", broker=broker, set_as_current=False, fixups=[])
     app.conf.update(
+        # Pinned: Celery otherwise lets a CELERY_BROKER_URL in the environment override the broker given.
+        broker_read_url=broker,
+        broker_write_url=broker,
         broker_transport_options=_broker_options(broker, broker_folder),
         broker_connection_retry_on_startup=True,
         task_serializer="json",
