@@ -29,6 +29,8 @@ import json
 import logging
 import os
 import socket
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,9 +62,37 @@ def load_function(spec: str) -> GradingFunction:
     return target  # type: ignore[no-any-return]
 
 
+def use_atomic_filesystem_writes() -> None:
+    """Make kombu's filesystem transport (development) publish each message file whole.
+
+    It writes a message file in place, under its final name, so a consumer in another process can move the
+    file away half-written and then fail to decode it (which stops a Celery worker). Writing under a name
+    consumers skip, then renaming, closes that window. gradequeue's own processes do the same
+    (``config.broker``); this module cannot import that, as it runs without gradequeue's settings.
+    """
+    from kombu.transport import filesystem
+    from kombu.utils.json import dumps
+
+    if getattr(filesystem.Channel._put, "atomic", False):
+        return
+
+    def _put(self: Any, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        # Consumers take only "<stamp>.<queue>.msg"; this temporary name never matches.
+        temporary = os.path.join(self.data_folder_out, f".{name}.tmp")
+        with open(temporary, "wb") as f:
+            f.write(dumps(payload).encode("utf-8"))
+        os.replace(temporary, final)
+
+    _put.atomic = True  # type: ignore[attr-defined]
+    filesystem.Channel._put = _put  # type: ignore[method-assign]
+
+
 def _broker_options(broker: str, folder: str | None) -> dict[str, Any]:
     if not broker.startswith("filesystem://"):
         return {}
+    use_atomic_filesystem_writes()
     # kombu's filesystem transport (development): the folder gradequeue's own processes use.
     path = Path(folder or os.environ.get("GRADEQUEUE_BROKER_DIR", "var/broker"))
     (path / "processed").mkdir(parents=True, exist_ok=True)
@@ -70,6 +100,7 @@ def _broker_options(broker: str, folder: str | None) -> dict[str, Any]:
         "data_folder_in": str(path),
         "data_folder_out": str(path),
         "processed_folder": str(path / "processed"),
+        "control_folder": str(path / "control"),
         "store_processed": False,
     }
 
