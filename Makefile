@@ -26,13 +26,18 @@ run: migrate
 	$(PY) manage.py dev_setup --base-url http://$(HOST):$(PORT)
 	$(PY) manage.py run_dev --host $(HOST) --port $(PORT)
 
+# Flower: the Celery monitor (workers, task rates, failures) on the configured broker, at http://$(HOST):$(FLOWER_PORT)/.
+FLOWER_PORT ?= 5555
+flower: install
+	$(VENV)/bin/celery -A celery_app flower --address=$(HOST) --port=$(FLOWER_PORT) --purge_offline_workers=300
+
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -63,8 +63,10 @@ def main() -> None:
     lms_id = users.get(username="lms").pk
     if backlog:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(SEED_SQL, {"queue_id": queue.pk, "queue": queue_name, "lms_id": lms_id,
-                                      "port": str(port), "last": backlog - 1})
+            cursor.execute(
+                SEED_SQL,
+                {"queue_id": queue.pk, "queue": queue_name, "lms_id": lms_id, "port": str(port), "last": backlog - 1},
+            )
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
     print(f"gradequeue: {len(accounts)} accounts, backlog {backlog}")

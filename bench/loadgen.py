@@ -105,8 +105,17 @@ def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, r
     """One xqueue-watcher-like grader process."""
     session = Session(args.base_url, timeout=args.request_timeout)
     stats: dict[str, Any] = {
-        "get_lat": [], "put_lat": [], "handed": [], "graded": [], "stale": 0, "http_errors": Counter(),
-        "empty": 0, "slow": 0, "relogins": 0, "other_failures": Counter(), "exceptions": 0,
+        "get_lat": [],
+        "put_lat": [],
+        "handed": [],
+        "graded": [],
+        "stale": 0,
+        "http_errors": Counter(),
+        "empty": 0,
+        "slow": 0,
+        "relogins": 0,
+        "other_failures": Counter(),
+        "exceptions": 0,
     }
     username = args.user_pattern.format(i=index)
     if not session.login(username, args.password):
@@ -161,8 +170,9 @@ def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, r
         stats["handed"].append(number)
         try:
             t2 = time.monotonic()
-            status, data, _ = session.request("POST", "/xqueue/put_result/",
-                                              {"xqueue_header": header, "xqueue_body": GRADE})
+            status, data, _ = session.request(
+                "POST", "/xqueue/put_result/", {"xqueue_header": header, "xqueue_body": GRADE}
+            )
             t3 = time.monotonic()
         except Exception:
             stats["exceptions"] += 1
@@ -233,19 +243,23 @@ class Callbacks:
 
 
 def lms_header(args: argparse.Namespace, number: str) -> str:
-    return json.dumps({
-        "lms_callback_url": f"http://127.0.0.1:{args.callback_port}/cb/{number}",
-        "lms_key": f"key-{number}",
-        "queue_name": args.queue,
-    })
+    return json.dumps(
+        {
+            "lms_callback_url": f"http://127.0.0.1:{args.callback_port}/cb/{number}",
+            "lms_key": f"key-{number}",
+            "queue_name": args.queue,
+        }
+    )
 
 
 def lms_body(number: str) -> str:
-    return json.dumps({
-        "grader_payload": json.dumps({"grader": "bench.py"}),
-        "student_info": json.dumps({"anonymous_student_id": "bench", "submission_time": "20261125000000"}),
-        "student_response": number,
-    })
+    return json.dumps(
+        {
+            "grader_payload": json.dumps({"grader": "bench.py"}),
+            "student_info": json.dumps({"anonymous_student_id": "bench", "submission_time": "20261125000000"}),
+            "student_response": number,
+        }
+    )
 
 
 def live_lms(args: argparse.Namespace, submitted: dict[str, float], errors: Counter, done: threading.Event) -> None:
@@ -263,9 +277,9 @@ def live_lms(args: argparse.Namespace, submitted: dict[str, float], errors: Coun
         number = f"live-{n}"
         sent = time.monotonic()
         try:
-            status, data, _ = session.request("POST", "/xqueue/submit/",
-                                              {"xqueue_header": lms_header(args, number),
-                                               "xqueue_body": lms_body(number)})
+            status, data, _ = session.request(
+                "POST", "/xqueue/submit/", {"xqueue_header": lms_header(args, number), "xqueue_body": lms_body(number)}
+            )
             ok = status == 200 and json.loads(data).get("return_code") == 0
         except Exception:
             ok = False
@@ -280,7 +294,7 @@ def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(p / 100.0 * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 
@@ -299,8 +313,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = ctx.Event()
     out = ctx.Queue()
     ready = ctx.Barrier(args.graders + 1)
-    procs = [ctx.Process(target=grader, args=(i + 1, args, graded_total, stop, ready, out), daemon=True)
-             for i in range(args.graders)]
+    procs = [
+        ctx.Process(target=grader, args=(i + 1, args, graded_total, stop, ready, out), daemon=True)
+        for i in range(args.graders)
+    ]
     for proc in procs:
         proc.start()
     ready.wait(timeout=120)
@@ -443,8 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user-pattern", default="grader{i}", help="grader account name; {i} is 1..G")
     parser.add_argument("--password", default="bench-password")
     parser.add_argument("--expect", type=int, default=0, help="drain mode: backlog size to grade")
-    parser.add_argument("--stop-after", type=int, default=0,
-                        help="drain mode: stop after this many grades (a bounded run over a larger backlog)")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="drain mode: stop after this many grades (a bounded run over a larger backlog)",
+    )
     parser.add_argument("--constant", action="store_true", help="the constant-view limit: skip duplicate counting")
     parser.add_argument("--first", type=int, default=0, help="drain mode: the backlog's first bench number")
     parser.add_argument("--live-rate", type=float, default=0.0, help="live mode: LMS submissions per second")
@@ -452,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lms-user", default="lms")
     parser.add_argument("--lms-password", default="bench-password")
     parser.add_argument("--callback-port", type=int, default=28149)
-    parser.add_argument("--no-callbacks", dest="callbacks", action="store_false",
-                        help="the contestant has no LMS callback (edx-submissions emits a signal instead)")
+    parser.add_argument(
+        "--no-callbacks",
+        dest="callbacks",
+        action="store_false",
+        help="the contestant has no LMS callback (edx-submissions emits a signal instead)",
+    )
     parser.add_argument("--callback-wait", type=float, default=30.0)
     parser.add_argument("--empty-sleep", type=float, default=1.0, help="the watcher's sleep after an empty poll")
     parser.add_argument("--request-timeout", type=float, default=10.0)

@@ -71,7 +71,7 @@ def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))] * 1000, 2)
+    return round(ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))] * 1000, 2)
 
 
 def main() -> int:
@@ -86,8 +86,9 @@ def main() -> int:
     args.stop_after = args.stop_after or args.backlog
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(SETUP)
-        conn.execute("INSERT INTO bench_claim (body) SELECT n::text FROM generate_series(0, %s) AS n",
-                     (args.backlog - 1,))
+        conn.execute(
+            "INSERT INTO bench_claim (body) SELECT n::text FROM generate_series(0, %s) AS n", (args.backlog - 1,)
+        )
         conn.execute("VACUUM ANALYZE bench_claim")
     ctx = mp.get_context("fork")
     total, out = ctx.Value("i", 0), ctx.Queue()
@@ -105,12 +106,18 @@ def main() -> int:
     elapsed = max((t for _, t in graded), default=start) - start
     graded_numbers = {n for n, _ in graded}
     report = {
-        "label": args.label, "graders": args.graders, "expected": args.stop_after, "graded": len(graded_numbers),
-        "elapsed_s": round(elapsed, 3), "graded_per_s": round(len(graded) / max(elapsed, 1e-9), 1),
+        "label": args.label,
+        "graders": args.graders,
+        "expected": args.stop_after,
+        "graded": len(graded_numbers),
+        "elapsed_s": round(elapsed, 3),
+        "graded_per_s": round(len(graded) / max(elapsed, 1e-9), 1),
         "get_submission_ms": {"p50": pct(get_lat, 50), "p95": pct(get_lat, 95), "p99": pct(get_lat, 99)},
         "put_result_ms": {"p50": pct(put_lat, 50), "p95": pct(put_lat, 95), "p99": pct(put_lat, 99)},
         "duplicates": sum(c - 1 for c in handed.values() if c > 1),
-        "lost": len(set(handed) - graded_numbers), "stale_key_refusals": 0, "http_error_count": 0,
+        "lost": len(set(handed) - graded_numbers),
+        "stale_key_refusals": 0,
+        "http_error_count": 0,
     }
     print(json.dumps(report, sort_keys=True))
     return 0

@@ -83,8 +83,9 @@ def workloads(quick: bool) -> list[Workload]:
 
 
 def psql(sql: str, db: str = "postgres") -> str:
-    out = subprocess.run(["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-qtAc", sql], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["psql", f"{PG}/{db}", "-v", "ON_ERROR_STOP=1", "-qtAc", sql], check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 
@@ -108,12 +109,23 @@ def template_for(contestant: str, backlog: int, log: Path) -> str:
     with open(log, "a") as fh:
         if contestant == "gradequeue":
             env = gq_env(name)
-            subprocess.run([GQ_VENV / "python", BENCH / "gq_setup.py", str(MAX_GRADERS), str(backlog),
-                            str(CALLBACK_PORT)], env=env, check=True, stdout=fh, stderr=fh)
+            subprocess.run(
+                [GQ_VENV / "python", BENCH / "gq_setup.py", str(MAX_GRADERS), str(backlog), str(CALLBACK_PORT)],
+                env=env,
+                check=True,
+                stdout=fh,
+                stderr=fh,
+            )
         else:
             env = {**os.environ, "EDX_DB_NAME": name, "LOG_LEVEL": "WARNING"}
-            subprocess.run([EDX_VENV / "python", "setup_bench.py", str(MAX_GRADERS), str(backlog)],
-                           cwd=BENCH / "edx_submissions_project", env=env, check=True, stdout=fh, stderr=fh)
+            subprocess.run(
+                [EDX_VENV / "python", "setup_bench.py", str(MAX_GRADERS), str(backlog)],
+                cwd=BENCH / "edx_submissions_project",
+                env=env,
+                check=True,
+                stdout=fh,
+                stderr=fh,
+            )
     psql(f"COMMENT ON DATABASE \"{name}\" IS '{TEMPLATE_VERSION}'")
     return name
 
@@ -152,8 +164,9 @@ class Contestant:
 
     def _spawn(self, tag: str, cmd: list[Any], env: dict[str, str], cwd: Path = ROOT) -> None:
         log = open(self.logdir / f"{self.name}-{tag}.log", "ab")  # noqa: SIM115 (closed with the process)
-        self.procs.append(subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=log, stderr=log,
-                                           start_new_session=True))
+        self.procs.append(
+            subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
+        )
 
     def start(self) -> None:
         if self.name in PORTS:
@@ -162,24 +175,69 @@ class Contestant:
         if self.name == "gradequeue":
             assert self.db
             env = gq_env(self.db)
-            subprocess.run([GQ_VENV / "celery", "-A", "celery_app", "purge", "-f", "-Q", "gradequeue-bench"],
-                           env=env, cwd=ROOT, check=False, capture_output=True)
+            subprocess.run(
+                [GQ_VENV / "celery", "-A", "celery_app", "purge", "-f", "-Q", "gradequeue-bench"],
+                env=env,
+                cwd=ROOT,
+                check=False,
+                capture_output=True,
+            )
             self._spawn("web", [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "config.wsgi"], env)
-            self._spawn("worker", [GQ_VENV / "celery", "-A", "celery_app", "worker", "-Q", "gradequeue-bench",
-                                   "--pool", os.environ.get("BENCH_WORKER_POOL", "threads"),
-                                   "--concurrency", os.environ.get("BENCH_WORKER_CONCURRENCY", "8"),
-                                   "--loglevel", "WARNING", "--without-gossip", "--without-mingle"], env)
-            self._spawn("beat", [GQ_VENV / "celery", "-A", "celery_app", "beat", "--loglevel", "WARNING",
-                                 "--schedule", self.logdir / "beat-schedule"], env)
+            self._spawn(
+                "worker",
+                [
+                    GQ_VENV / "celery",
+                    "-A",
+                    "celery_app",
+                    "worker",
+                    "-Q",
+                    "gradequeue-bench",
+                    "--pool",
+                    os.environ.get("BENCH_WORKER_POOL", "threads"),
+                    "--concurrency",
+                    os.environ.get("BENCH_WORKER_CONCURRENCY", "8"),
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                env,
+            )
+            self._spawn(
+                "beat",
+                [
+                    GQ_VENV / "celery",
+                    "-A",
+                    "celery_app",
+                    "beat",
+                    "--loglevel",
+                    "WARNING",
+                    "--schedule",
+                    self.logdir / "beat-schedule",
+                ],
+                env,
+            )
         elif self.name == "edx":
-            env = {**os.environ, "EDX_DB_NAME": self.db or "", "GUNICORN_BIND": f"{HOST}:{PORTS['edx']}",
-                   "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO")}
-            self._spawn("web", [EDX_VENV / "gunicorn", "-c", gunicorn_conf, "wsgi:application"], env,
-                        cwd=BENCH / "edx_submissions_project")
+            env = {
+                **os.environ,
+                "EDX_DB_NAME": self.db or "",
+                "GUNICORN_BIND": f"{HOST}:{PORTS['edx']}",
+                "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+            }
+            self._spawn(
+                "web",
+                [EDX_VENV / "gunicorn", "-c", gunicorn_conf, "wsgi:application"],
+                env,
+                cwd=BENCH / "edx_submissions_project",
+            )
         elif self.name == "constant":
             env = {**os.environ, "GUNICORN_BIND": f"{HOST}:{PORTS['constant']}"}
-            self._spawn("web", [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "app:application"], env,
-                        cwd=BENCH / "constant_project")
+            self._spawn(
+                "web",
+                [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "app:application"],
+                env,
+                cwd=BENCH / "constant_project",
+            )
         if self.name in PORTS:
             self._wait_http(PORTS[self.name])
 
@@ -212,9 +270,21 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
     if contestant == "pgloop":
         db = f"{PREFIX}run_pgloop"
         recreate(db)
-        cmd = [GQ_VENV / "python", BENCH / "pg_claim_loop.py", f"{PG}/{db}", "--backlog", str(wl.backlog),
-               "--graders", str(wl.graders), "--stop-after", str(wl.stop_after or wl.backlog),
-               "--time-limit", str(wl.time_limit), "--label", f"{contestant}/{wl.name}/{rep}"]
+        cmd = [
+            GQ_VENV / "python",
+            BENCH / "pg_claim_loop.py",
+            f"{PG}/{db}",
+            "--backlog",
+            str(wl.backlog),
+            "--graders",
+            str(wl.graders),
+            "--stop-after",
+            str(wl.stop_after or wl.backlog),
+            "--time-limit",
+            str(wl.time_limit),
+            "--label",
+            f"{contestant}/{wl.name}/{rep}",
+        ]
         server = None
     else:
         db = None
@@ -222,9 +292,22 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
             db = f"{PREFIX}run_{contestant}"
             recreate(db, template_for(contestant, wl.backlog, log))
         server = Contestant(contestant, db, logdir)
-        cmd = [sys.executable, BENCH / "loadgen.py", "--base-url", f"http://{HOST}:{PORTS[contestant]}",
-               "--graders", str(wl.graders), "--time-limit", str(wl.time_limit),
-               "--callback-port", str(CALLBACK_PORT), "--callback-wait", "60", "--label", f"{contestant}/{wl.name}/{rep}"]
+        cmd = [
+            sys.executable,
+            BENCH / "loadgen.py",
+            "--base-url",
+            f"http://{HOST}:{PORTS[contestant]}",
+            "--graders",
+            str(wl.graders),
+            "--time-limit",
+            str(wl.time_limit),
+            "--callback-port",
+            str(CALLBACK_PORT),
+            "--callback-wait",
+            "60",
+            "--label",
+            f"{contestant}/{wl.name}/{rep}",
+        ]
         if wl.live_count:
             cmd += ["--live-rate", str(wl.live_rate), "--live-count", str(wl.live_count)]
         else:
@@ -239,8 +322,9 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
     try:
         if server:
             server.start()
-        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
-                             timeout=wl.time_limit + 120, check=False)
+        out = subprocess.run(
+            [str(c) for c in cmd], capture_output=True, text=True, timeout=wl.time_limit + 120, check=False
+        )
     finally:
         if server:
             server.stop()
@@ -271,9 +355,11 @@ def median(values: list[float]) -> float | None:
 
 
 def summarise(reports: list[dict[str, Any]]) -> str:
-    lines = ["| workload | contestant | runs | graded/s | callbacks/s | get_submission p50 / p99 ms | "
-             "put_result p99 ms | submit→callback p50 / p99 ms | dup | lost | stale | HTTP err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | contestant | runs | graded/s | callbacks/s | get_submission p50 / p99 ms | "
+        "put_result p99 ms | submit→callback p50 / p99 ms | dup | lost | stale | HTTP err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in reports:
         by.setdefault((r["workload"], r["contestant"]), []).append(r)
@@ -285,24 +371,28 @@ def summarise(reports: list[dict[str, Any]]) -> str:
         cbs = median([r["callbacks_per_s"] for r in rs if "callbacks_per_s" in r])
         constant = c == "constant"
         lines.append(
-            f"| {wl} | {LABELS[c]} | {len(rs)} | {gps} | {cbs if cbs is not None else '–'} | "
+            f"| {wl} | {LABELS[c]} | {len(rs)} | {gps} | {cbs if cbs is not None else '-'} | "
             f"{median([r['get_submission_ms']['p50'] for r in rs])} / "
             f"{median([r['get_submission_ms']['p99'] for r in rs])} | "
             f"{median([r['put_result_ms']['p99'] for r in rs])} | "
-            + (f"{median([s.get('p50') for s in s2c])} / {median([s.get('p99') for s in s2c])}"
-               if any(s2c) else "–")
-            + " | " + ("n/a" if constant else str(max(r["duplicates"] for r in rs)))
-            + " | " + ("n/a" if constant else str(max(r["lost"] for r in rs)))
-            + f" | {max(r.get('stale_key_refusals', 0) for r in rs)} | {max(r.get('http_error_count', 0) for r in rs)} |"
+            + (f"{median([s.get('p50') for s in s2c])} / {median([s.get('p99') for s in s2c])}" if any(s2c) else "-")
+            + " | "
+            + ("n/a" if constant else str(max(r["duplicates"] for r in rs)))
+            + " | "
+            + ("n/a" if constant else str(max(r["lost"] for r in rs)))
+            + f" | {max(r.get('stale_key_refusals', 0) for r in rs)}"
+            + f" | {max(r.get('http_error_count', 0) for r in rs)} |"
         )
     lines += ["", "Ratios of gradequeue's median graded/s:", ""]
     for wl in sorted({w for w, _ in medians}):
         ours = medians.get((wl, "gradequeue"))
         if not ours:
             continue
-        parts = [f"{LABELS[c]} ×{ours / v:.2f}" if c != "constant" and c != "pgloop"
-                 else f"{ours / v:.0%} of {LABELS[c]}"
-                 for (w, c), v in sorted(medians.items()) if w == wl and c != "gradequeue" and v]
+        parts = [
+            f"{LABELS[c]} x{ours / v:.2f}" if c != "constant" and c != "pgloop" else f"{ours / v:.0%} of {LABELS[c]}"
+            for (w, c), v in sorted(medians.items())
+            if w == wl and c != "gradequeue" and v
+        ]
         if parts:
             lines.append(f"- {wl}: " + "; ".join(parts))
     return "\n".join(lines)
@@ -343,10 +433,12 @@ def main() -> int:
                 reports.append(report)
                 with open(jsonl, "a") as fh:
                     fh.write(json.dumps(report, sort_keys=True) + "\n")
-                print(f"[{time.monotonic() - started:6.0f}s] rep {rep} {wl.name:18} {contestant:10} "
-                      f"{report['graded_per_s']:8.1f} graded/s  get p99 {report['get_submission_ms']['p99']} ms  "
-                      f"dup {report['duplicates']} lost {report['lost']}  ({time.monotonic() - t0:.0f}s)",
-                      flush=True)
+                print(
+                    f"[{time.monotonic() - started:6.0f}s] rep {rep} {wl.name:18} {contestant:10} "
+                    f"{report['graded_per_s']:8.1f} graded/s  get p99 {report['get_submission_ms']['p99']} ms  "
+                    f"dup {report['duplicates']} lost {report['lost']}  ({time.monotonic() - t0:.0f}s)",
+                    flush=True,
+                )
     summary = summarise(reports)
     (results / f"{stamp}.md").write_text(summary + "\n")
     print("\n" + summary)

@@ -74,7 +74,7 @@ TESTING = "pytest" in sys.modules
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if env_bool("GRADEQUEUE_DEV", False) or DEBUG or TESTING:
-        SECRET_KEY = "gradequeue-development-only-secret-key-do-not-deploy"  # noqa: S105
+        SECRET_KEY = "gradequeue-development-only-secret-key-do-not-deploy"
     else:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set. Set it, or set GRADEQUEUE_DEV=1 for a development run."
@@ -96,6 +96,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's CSS and JS, served by the app itself (gunicorn serves no files); see WHITENOISE_* below.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -154,16 +156,17 @@ else:
 # grading.sessions) and written to both: a grader's poll then costs no session query. Without one, the
 # database alone (a per-process cache would not see other processes' logins).
 SESSION_ENGINE = (
-    "grading.sessions"
-    if CACHE_URL.startswith(("redis://", "rediss://"))
-    else "django.contrib.sessions.backends.db"
+    "grading.sessions" if CACHE_URL.startswith(("redis://", "rediss://")) else "django.contrib.sessions.backends.db"
 )
-# ModelBackend with the account served from the cache on every request (grading.api.auth).
-AUTHENTICATION_BACKENDS = ["grading.api.auth.CachedModelBackend"]
-SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+# API clients log in again whenever they are redirected to the login page, so sessions can be short.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 24 * 3600, minimum=60)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Passwords keep Django's default hasher; repeated logins with the same credentials skip the slow hash
+# for GRADEQUEUE["LOGIN_CACHE_SECONDS"] (see grading/auth_backends.py).
+AUTHENTICATION_BACKENDS = ["grading.auth_backends.CachedCredentialsBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -177,6 +180,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Without collectstatic (make run, the tests) WhiteNoise finds the files in the installed apps; the Docker
+# image runs collectstatic at build time and serves them from STATIC_ROOT.
+WHITENOISE_USE_FINDERS = not (STATIC_ROOT / "admin").is_dir()
+if WHITENOISE_USE_FINDERS:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request if it is missing
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
@@ -207,7 +215,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # The transport polls the folder; the default 1 s would add up to a second to every hop.
+        "polling_interval": 0.05,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -220,6 +231,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TASK_DEFAULT_QUEUE = env_str("GRADEQUEUE_CELERY_QUEUE", "gradequeue-test" if TESTING else "gradequeue")
 CELERY_WORKER_SEND_TASK_EVENTS = True
+# Workers and beat log through Django's LOGGING (below), so that LOG_FORMAT=json applies to them too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A publish while the broker is unreachable must fail fast: the row is already committed and the sweep
@@ -253,6 +266,17 @@ GRADEQUEUE = {
     "FILE_URL_SECONDS": env_int("GRADEQUEUE_FILE_URL_SECONDS", 24 * 3600, minimum=60),
     # The base URL graders use to reach this service (for file links), when a proxy hides it from requests.
     "PUBLIC_BASE_URL": env_str("GRADEQUEUE_PUBLIC_BASE_URL", ""),
+    # How long a successful password check is remembered (keyed digest only), so that graders' frequent
+    # re-logins answer within their 1 s timeout. 0 turns it off.
+    "LOGIN_CACHE_SECONDS": env_int("GRADEQUEUE_LOGIN_CACHE_SECONDS", 600, minimum=0),
+    # Push modes (grading.push). HTTP push: each POST's timeout, and how many POSTs one lease gets (with
+    # back-off between them) before the submission fails and the LMS is told it could not be graded.
+    "PUSH_HTTP_TIMEOUT": env_float("GRADEQUEUE_PUSH_HTTP_TIMEOUT", 30.0, minimum=0.1),
+    "PUSH_HTTP_ATTEMPTS": env_int("GRADEQUEUE_PUSH_HTTP_ATTEMPTS", 5, minimum=1),
+    "PUSH_HTTP_BACKOFF_BASE": env_float("GRADEQUEUE_PUSH_HTTP_BACKOFF_BASE", 2.0, minimum=0.0),
+    "PUSH_HTTP_BACKOFF_CAP": env_float("GRADEQUEUE_PUSH_HTTP_BACKOFF_CAP", 60.0, minimum=0.0),
+    # Leases one dispatch run hands out before it hands the rest of the queue to a fresh task.
+    "PUSH_DISPATCH_BATCH": env_int("GRADEQUEUE_PUSH_DISPATCH_BATCH", 200, minimum=1),
     # How long an account and its queue grants may be served from the cache. Changes through the ORM (admin,
     # commands) are forgotten at once; this bounds what a raw SQL change can leave unseen.
     "ACCESS_CACHE_SECONDS": env_float("GRADEQUEUE_ACCESS_CACHE_SECONDS", 60.0, minimum=0.0),
@@ -261,13 +285,85 @@ GRADEQUEUE = {
     "LOCAL_CACHE_SECONDS": env_float("GRADEQUEUE_LOCAL_CACHE_SECONDS", 5.0, minimum=0.0),
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
+    # Who may read /metrics: a request with "Authorization: Bearer <METRICS_TOKEN>" (when a token is set),
+    # or one from an address in METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated; empty = none).
+    "METRICS_TOKEN": env_str("GRADEQUEUE_METRICS_TOKEN", ""),
+    "METRICS_ALLOWED_NETWORKS": env_list("GRADEQUEUE_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]),
+    # The readiness check gives the database and the broker this many seconds each.
+    "READY_TIMEOUT": env_float("GRADEQUEUE_READY_TIMEOUT", 2.0, minimum=0.1),
+    # Queue depth samples (the status page's chart) are kept this long.
+    "SAMPLE_RETENTION_SECONDS": env_int("GRADEQUEUE_SAMPLE_RETENTION_SECONDS", 24 * 3600, minimum=3600),
 }
 
+# --- Files, limits and security ----------------------------------------------------------------------
+# Development runs (make run, the tests) get safe local defaults; production must say what it wants.
+_DEVELOPMENT = env_bool("GRADEQUEUE_DEV", False) or DEBUG or TESTING
+
+# Submission files go to the local MEDIA_ROOT unless GRADEQUEUE_S3_BUCKET selects S3-compatible storage.
+# Objects stay private; graders get presigned URLs that expire after FILE_URL_SECONDS.
+_S3_BUCKET = env_str("GRADEQUEUE_S3_BUCKET", "")
+if _S3_BUCKET:
+    _s3_options = {
+        "bucket_name": _S3_BUCKET,
+        "endpoint_url": env_str("GRADEQUEUE_S3_ENDPOINT_URL", ""),
+        "region_name": env_str("GRADEQUEUE_S3_REGION", ""),
+        # Empty: boto3's own chain (AWS_ACCESS_KEY_ID, an instance or task role, ...).
+        "access_key": env_str("GRADEQUEUE_S3_ACCESS_KEY_ID", ""),
+        "secret_key": env_str("GRADEQUEUE_S3_SECRET_ACCESS_KEY", ""),
+        "location": env_str("GRADEQUEUE_S3_PREFIX", ""),
+        "addressing_style": env_str("GRADEQUEUE_S3_ADDRESSING_STYLE", ""),
+    }
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            **{name: value for name, value in _s3_options.items() if value},
+            "querystring_auth": True,
+            "querystring_expire": GRADEQUEUE["FILE_URL_SECONDS"],
+            "signature_version": "s3v4",
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Grades are POSTed only to these callback hosts (names or glob patterns, comma-separated). Development
+# allows loopback only; a production deployment must list its LMS hosts or refuses to start.
+_CALLBACK_HOSTS = env_list("GRADEQUEUE_CALLBACK_HOSTS", ["localhost", "127.0.0.1", "::1"] if _DEVELOPMENT else [])
+if not _CALLBACK_HOSTS and not _DEVELOPMENT:
+    raise ImproperlyConfigured(
+        "GRADEQUEUE_CALLBACK_HOSTS is not set: list the LMS hosts that grades may be posted to, "
+        "for example GRADEQUEUE_CALLBACK_HOSTS=lms.example.org,*.courses.example.org"
+    )
+GRADEQUEUE.update(
+    {
+        "CALLBACK_HOSTS": _CALLBACK_HOSTS,
+        # Failed logins: after this many failures in LOGIN_THROTTLE_SECONDS (counted from the first), an
+        # account, or a client address, must wait until the window ends.
+        "LOGIN_FAILURES_PER_ACCOUNT": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1),
+        "LOGIN_FAILURES_PER_ADDRESS": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ADDRESS", 30, minimum=1),
+        "LOGIN_THROTTLE_SECONDS": env_int("GRADEQUEUE_LOGIN_THROTTLE_SECONDS", 900, minimum=1),
+        # Behind a reverse proxy: the header whose last entry is the client address (e.g. X-Forwarded-For).
+        "LOGIN_CLIENT_ADDRESS_HEADER": env_str("GRADEQUEUE_LOGIN_CLIENT_ADDRESS_HEADER", ""),
+    }
+)
+
+# LOG_FORMAT=json writes one JSON object per line (for log shippers); the default is plain text.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of: plain, json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "grading.logjson.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from grading import lifecycle
 from grading.models import Queue, QueueGrant, Submission, SubmissionEvent
+from grading.stats import format_age
 
 
 class QueueGrantInline(admin.TabularInline):
@@ -40,7 +43,7 @@ class EventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ["created_at", "from_status", "to_status", "reason", "actor", "details"]
-    readonly_fields = fields
+    readonly_fields = ["created_at", "from_status", "to_status", "reason", "actor", "details"]
     ordering = ["id"]
     verbose_name_plural = "Timeline"
 
@@ -56,22 +59,55 @@ def _bulk(
 ) -> Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Submission]], None]:
     def run(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Submission]) -> None:
         actor = f"admin:{request.user.get_username()}"
-        done = sum(1 for pk in queryset.values_list("pk", flat=True) if action(pk, actor=actor))
-        skipped = queryset.count() - done
+        # The ids first: the queryset may carry the changelist's status filter, which the action changes.
+        selected = list(queryset.values_list("pk", flat=True))
+        done = sum(1 for pk in selected if action(pk, actor=actor))
+        skipped = len(selected) - done
         modeladmin.message_user(request, f"{verb}: {done} submission(s).", messages.SUCCESS)
         if skipped:
             modeladmin.message_user(
-                request, f"{skipped} submission(s) were skipped: not in a state that allows it.", messages.WARNING
+                request,
+                f"{skipped} submission(s) were skipped: not in a state that allows it.",
+                messages.WARNING,
             )
 
     run.__name__ = action.__name__
     return run
 
 
+class AgeFilter(admin.SimpleListFilter):
+    """How long ago the submission arrived: during an exam, "waiting for more than 30 minutes" is the question."""
+
+    title = "age"
+    parameter_name = "age"
+    BANDS: dict[str, tuple[timedelta | None, timedelta | None, str]] = {
+        "lt5m": (None, timedelta(minutes=5), "Under 5 minutes"),
+        "5m-30m": (timedelta(minutes=5), timedelta(minutes=30), "5 to 30 minutes"),
+        "30m-2h": (timedelta(minutes=30), timedelta(hours=2), "30 minutes to 2 hours"),
+        "2h-1d": (timedelta(hours=2), timedelta(days=1), "2 hours to 1 day"),
+        "gt1d": (timedelta(days=1), None, "Over 1 day"),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(key, label) for key, (_, _, label) in self.BANDS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Submission]) -> QuerySet[Submission]:
+        band = self.BANDS.get(self.value() or "")
+        if band is None:
+            return queryset
+        younger_than_min, older_than_max = band[0], band[1]
+        now = timezone.now()
+        if younger_than_min is not None:
+            queryset = queryset.filter(created_at__lte=now - younger_than_min)
+        if older_than_max is not None:
+            queryset = queryset.filter(created_at__gt=now - older_than_max)
+        return queryset
+
+
 @admin.register(Submission)
 class SubmissionAdmin(admin.ModelAdmin):
-    list_display = ["id", "queue", "status", "attempts", "delivery_attempts", "created_at", "updated_at"]
-    list_filter = ["status", "queue", "created_at"]
+    list_display = ["id", "queue", "status", "age", "attempts", "delivery_attempts", "created_at", "updated_at"]
+    list_filter = ["status", "queue", AgeFilter]
     list_select_related = ["queue"]
     search_fields = ["=id", "lms_callback_url"]
     date_hierarchy = "created_at"
@@ -82,6 +118,10 @@ class SubmissionAdmin(admin.ModelAdmin):
         admin.action(description="Redeliver the grade to the LMS")(_bulk(lifecycle.redeliver, "Redelivering")),
         admin.action(description="Cancel")(_bulk(lifecycle.cancel, "Cancelled")),
     ]
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: Submission) -> str:
+        return format_age((timezone.now() - obj.created_at).total_seconds())
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Nothing here may be edited by hand: state changes go through the actions (and the lifecycle).

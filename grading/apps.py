@@ -6,8 +6,7 @@ class GradingConfig(AppConfig):
 
     def ready(self) -> None:
         # Cached grants and accounts must be forgotten wherever they change: web, worker, commands, admin.
-        from grading import access
-        from grading.api import auth
+        from grading import access, auth_backends
 
         access.connect_signals()
-        auth.connect_signals()
+        auth_backends.connect_signals()

@@ -35,12 +35,23 @@ def deliver(submission_id: int) -> lifecycle.DeliveryOutcome | None:
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"
     duration_ms = int((time.monotonic() - started) * 1000)
-    outcome, retry_in = lifecycle.record_delivery(
-        claim, http_status=http_status, error=error, duration_ms=duration_ms
-    )
+    outcome, retry_in = lifecycle.record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms)
     logger.info(
         "delivery submission=%s attempt=%s http_status=%s outcome=%s retry_in=%s duration_ms=%s",
-        submission_id, claim.attempt, http_status, outcome.value, retry_in, duration_ms,
-        extra={"submission_id": submission_id, "attempt": claim.attempt, "outcome": outcome.value},
+        submission_id,
+        claim.attempt,
+        http_status,
+        outcome.value,
+        retry_in,
+        duration_ms,
+        extra={
+            "submission_id": submission_id,
+            "queue": lifecycle.queue_name_of(submission_id),
+            "attempt": claim.attempt,
+            "http_status": http_status,
+            "outcome": outcome.value,
+            "retry_in": retry_in,
+            "duration_ms": duration_ms,
+        },
     )
     return outcome

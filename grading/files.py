@@ -7,38 +7,52 @@ they get a gradequeue download URL carrying a signed, expiring token.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import uuid
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
 from django.core import signing
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
 from django.utils.text import get_valid_filename
 
 from grading.conf import setting
 
+logger = logging.getLogger("grading.files")
+
 SALT = "gradequeue.files"
+FOLDER = "submissions"
 
 
 class FileLimitError(ValueError):
     """A submission's files break a configured limit; the message names the limit."""
 
 
-def check_limits(files: Iterable[UploadedFile]) -> None:
+def too_many_files_message(count: int | None = None) -> str:
+    limit = int(setting("MAX_FILES"))
+    if count is None:
+        return f"Too many files (limit {limit})"
+    return f"Too many files: {count} (limit {limit})"
+
+
+def check_limits(files: Iterable[UploadedFile], count: int | None = None) -> None:
+    """Refuse more than MAX_FILES files or a file over MAX_FILE_BYTES. ``count`` counts every file part."""
     files = list(files)
-    max_files = int(setting("MAX_FILES"))
+    count = len(files) if count is None else count
     max_bytes = int(setting("MAX_FILE_BYTES"))
-    if len(files) > max_files:
-        raise FileLimitError(f"Too many files: {len(files)} (limit {max_files})")
+    if count > int(setting("MAX_FILES")):
+        raise FileLimitError(too_many_files_message(count))
     for f in files:
         if f.size is not None and f.size > max_bytes:
             raise FileLimitError(f"File '{f.name}' is too large: {f.size} bytes (limit {max_bytes} bytes)")
 
 
 def safe_name(name: str) -> str:
+    """A file name that is safe in a storage path and a URL: no folders, no leading dots, no odd characters."""
     base = os.path.basename(name.replace("\\", "/")).strip()
     try:
         cleaned = get_valid_filename(base)
@@ -50,7 +64,8 @@ def safe_name(name: str) -> str:
 
 def store(uploads: dict[str, UploadedFile]) -> dict[str, str]:
     """Save every upload; on any failure delete what was saved, so nothing is half-stored."""
-    folder = f"submissions/{uuid.uuid4().hex}"
+    # An unguessable folder per submission: no collisions between submissions, nothing to enumerate.
+    folder = f"{FOLDER}/{secrets.token_hex(16)}"
     saved: dict[str, str] = {}
     try:
         for index, (field, upload) in enumerate(uploads.items()):
@@ -62,12 +77,31 @@ def store(uploads: dict[str, UploadedFile]) -> dict[str, str]:
     return saved
 
 
-def delete(paths: Iterable[str]) -> None:
+def delete(paths: Iterable[str]) -> list[str]:
+    """Delete stored files (a missing file is not an error). Returns the paths that could not be deleted."""
+    failed = []
+    folders = set()
     for path in paths:
         try:
             default_storage.delete(path)
-        except Exception:  # noqa: S112 - best effort; the purge command retries with the rows
+        except Exception:
+            logger.warning("could not delete stored file %s", path, exc_info=True)
+            failed.append(path)
             continue
+        folders.add(os.path.dirname(path))
+    _remove_empty_folders(folders)
+    return failed
+
+
+def _remove_empty_folders(folders: Iterable[str]) -> None:
+    # Object stores have no folders; on a filesystem, leave no empty per-submission folder behind.
+    if not isinstance(default_storage, FileSystemStorage):
+        return
+    for folder in folders:
+        if not folder.startswith(FOLDER + "/"):
+            continue
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            os.rmdir(default_storage.path(folder))
 
 
 def _is_remote(storage: Any) -> bool:

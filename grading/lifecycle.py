@@ -34,27 +34,30 @@ from django.db.models import F
 from django.utils import timezone
 
 from grading.conf import policy_for, setting
-from grading.models import Queue, Status, Submission, SubmissionEvent, callback_digest
+from grading.models import Queue, QueueMode, Status, Submission, SubmissionEvent, callback_digest
 
 logger = logging.getLogger("grading.lifecycle")
 
 # Every allowed edge. A self-edge records a delivery retry without changing the status.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.PULLED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
-    Status.PULLED: frozenset(
-        {Status.QUEUED, Status.RETURNED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}
-    ),
+    Status.PULLED: frozenset({Status.QUEUED, Status.RETURNED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
     Status.RETURNED: frozenset({Status.GRADED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
     Status.GRADED: frozenset(
         {Status.GRADED, Status.DELIVERED, Status.DEAD_LETTER, Status.SUPERSEDED, Status.CANCELLED}
     ),
     Status.FAILED: frozenset(
-        {Status.FAILED, Status.DELIVERED, Status.DEAD_LETTER, Status.QUEUED, Status.SUPERSEDED, Status.CANCELLED}
+        {
+            Status.FAILED,
+            Status.DELIVERED,
+            Status.DEAD_LETTER,
+            Status.QUEUED,
+            Status.SUPERSEDED,
+            Status.CANCELLED,
+        }
     ),
     Status.DELIVERED: frozenset({Status.QUEUED}),
-    Status.DEAD_LETTER: frozenset(
-        {Status.GRADED, Status.FAILED, Status.QUEUED, Status.SUPERSEDED, Status.CANCELLED}
-    ),
+    Status.DEAD_LETTER: frozenset({Status.GRADED, Status.FAILED, Status.QUEUED, Status.SUPERSEDED, Status.CANCELLED}),
     Status.SUPERSEDED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
@@ -96,7 +99,13 @@ def actor_of(user: Any) -> str:
 
 
 def _record(
-    submission_id: int, from_status: str, to_status: str, reason: str, actor: str, now: datetime, details: dict
+    submission_id: int,
+    from_status: str,
+    to_status: str,
+    reason: str,
+    actor: str,
+    now: datetime,
+    details: dict,
 ) -> None:
     SubmissionEvent.objects.create(
         submission_id=submission_id,
@@ -107,14 +116,36 @@ def _record(
         created_at=now,
         details=details,
     )
+    log_transition(submission_id, from_status, to_status, reason, actor, details.get("queue"))
+
+
+def queue_name_of(submission_id: int) -> str | None:
+    return Submission.objects.filter(pk=submission_id).values_list("queue__name", flat=True).first()
+
+
+def log_transition(
+    submission_id: int, from_status: str, to_status: str, reason: str, actor: str, queue: str | None = None
+) -> None:
+    """One structured log line per transition (LOG_FORMAT=json turns the extra fields into JSON keys)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    queue = queue or queue_name_of(submission_id)
     logger.info(
-        "transition submission=%s %s->%s reason=%s actor=%s",
+        "transition submission=%s queue=%s %s->%s reason=%s actor=%s",
         submission_id,
+        queue,
         from_status or "-",
         to_status,
         reason,
         actor,
-        extra={"submission_id": submission_id, "from": from_status, "to": to_status, "reason": reason},
+        extra={
+            "submission_id": submission_id,
+            "queue": queue,
+            "from": from_status,
+            "to": str(to_status),
+            "reason": reason,
+            "actor": actor,
+        },
     )
 
 
@@ -138,15 +169,14 @@ def transition(
     check_edge(from_status, to_status)
     now = now or timezone.now()
     with transaction.atomic():
-        changed = (
-            Submission.objects.filter(pk=submission_id, status=from_status, **(where or {})).update(
-                status=to_status, updated_at=now, **updates
-            )
+        changed = Submission.objects.filter(pk=submission_id, status=from_status, **(where or {})).update(
+            status=to_status, updated_at=now, **updates
         )
         if changed != 1:
             return False
         _record(submission_id, from_status, to_status, reason, actor, now, details or {})
-        _schedule_followup(submission_id, to_status)
+        if from_status != to_status:
+            _schedule_followup(submission_id, to_status)
     return True
 
 
@@ -159,6 +189,7 @@ FOLLOWUP_TASK = {
     Status.FAILED: "grading.deliver_result",
 }
 
+
 def enqueue(task_name: str, submission_id: int, countdown: float | None = None) -> None:
     """Send a task message now. Broker failures are logged, not raised: the sweep re-enqueues."""
     from celery_app import app
@@ -166,8 +197,12 @@ def enqueue(task_name: str, submission_id: int, countdown: float | None = None) 
     try:
         app.send_task(task_name, args=[submission_id], countdown=countdown)
     except Exception:
-        logger.warning("could not enqueue %s for submission %s; the sweep will retry", task_name, submission_id,
-                       exc_info=True)
+        logger.warning(
+            "could not enqueue %s for submission %s; the sweep will retry",
+            task_name,
+            submission_id,
+            exc_info=True,
+        )
 
 
 def enqueue_after_commit(task_name: str, submission_id: int, countdown: float | None = None) -> None:
@@ -216,9 +251,14 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
             updated_at=now,
         )
         _record(submission.pk, "", Status.QUEUED, "submitted", actor, now, {"queue": new.queue.name})
-        earlier = Submission.objects.filter(
-            callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
-        ).exclude(pk=submission.pk).values_list("pk", "status")
+        schedule_dispatch(new.queue.pk, new.queue.mode)
+        earlier = (
+            Submission.objects.filter(
+                callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
+            )
+            .exclude(pk=submission.pk)
+            .values_list("pk", "status")
+        )
         for pk, status in earlier:
             transition(
                 pk,
@@ -316,7 +356,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
         pk, body, files, attempts = row
         if isinstance(files, str):
             files = json.loads(files)
-        logger.info("transition submission=%s queued->pulled reason=%s actor=%s", pk, reason, actor)
+        log_transition(pk, Status.QUEUED, Status.PULLED, reason, actor, queue.name)
         return Lease(pk, key, body, files or {}, attempts, expires)
 
     for _ in range(20):
@@ -364,18 +404,24 @@ WITH accepted AS (
     SET status = 'returned', grader_reply = %(reply)s, returned_at = %(now)s, updated_at = %(now)s
     WHERE id = %(id)s AND status = 'pulled' AND lease_key = %(key)s AND lease_expires_at > %(now)s
       AND queue_id = ANY(%(queues)s)
-    RETURNING id
+    RETURNING id, queue_id
 ), event AS (
     INSERT INTO grading_submissionevent
         (submission_id, from_status, to_status, reason, actor, created_at, details)
     SELECT id, 'pulled', 'returned', 'result', %(actor)s, %(now)s, '{}'::jsonb FROM accepted
 )
-SELECT id FROM accepted
+SELECT accepted.id, q.name FROM accepted JOIN grading_queue AS q ON q.id = accepted.queue_id
 """
 
 
 def accept_result(
-    submission_id: int, key: str, reply: str, user: Any, allowed_queue_ids: Iterable[int], *, actor: str | None = None
+    submission_id: int,
+    key: str,
+    reply: str,
+    user: Any,
+    allowed_queue_ids: Iterable[int],
+    *,
+    actor: str | None = None,
 ) -> ResultOutcome:
     """Take a grader's reply for the submission's current, unexpired lease.
 
@@ -391,13 +437,20 @@ def accept_result(
         with connection.cursor() as cursor:
             cursor.execute(
                 _PG_ACCEPT_SQL,
-                {"reply": reply, "now": now, "id": submission_id, "key": key, "queues": queue_ids,
-                 "actor": actor},
+                {
+                    "reply": reply,
+                    "now": now,
+                    "id": submission_id,
+                    "key": key,
+                    "queues": queue_ids,
+                    "actor": actor,
+                },
             )
-            won = cursor.fetchone() is not None
-        if won:
-            logger.info("transition submission=%s pulled->returned reason=result actor=%s",
-                        submission_id, actor)
+            row = cursor.fetchone()
+            won = row is not None
+        if row is not None:
+            # The queue name comes back with the row: no extra query for the log line.
+            log_transition(submission_id, Status.PULLED, Status.RETURNED, "result", actor, row[1])
             _schedule_followup(submission_id, Status.RETURNED)
     else:
         won = transition(
@@ -445,9 +498,15 @@ def validate_grade(reply: str) -> str | None:
     if grade["correct"] is not None and not isinstance(grade["correct"], bool):
         return "'correct' is not true, false or null"
     score = grade["score"]
-    if isinstance(score, bool) or not isinstance(score, int | float) or score != score or score in (
-        float("inf"),
-        float("-inf"),
+    if (
+        isinstance(score, bool)
+        or not isinstance(score, int | float)
+        or score != score
+        or score
+        in (
+            float("inf"),
+            float("-inf"),
+        )
     ):
         return "'score' is not a finite number"
     if not isinstance(grade["msg"], str):
@@ -465,13 +524,30 @@ def score_result(submission_id: int, *, actor: str = "system:scoring") -> bool:
     now = timezone.now()
     if problem is None:
         return transition(
-            submission_id, Status.RETURNED, Status.GRADED, reason="scored", actor=actor, now=now,
-            lms_body=reply, graded_at=now, next_delivery_at=now, delivery_started_at=None,
+            submission_id,
+            Status.RETURNED,
+            Status.GRADED,
+            reason="scored",
+            actor=actor,
+            now=now,
+            lms_body=reply,
+            graded_at=now,
+            next_delivery_at=now,
+            delivery_started_at=None,
         )
     return transition(
-        submission_id, Status.RETURNED, Status.FAILED, reason="invalid_reply", actor=actor, now=now,
-        details={"problem": problem}, lms_body=not_graded_notice(), failure_reason=f"grader reply: {problem}",
-        graded_at=now, next_delivery_at=now, delivery_started_at=None,
+        submission_id,
+        Status.RETURNED,
+        Status.FAILED,
+        reason="invalid_reply",
+        actor=actor,
+        now=now,
+        details={"problem": problem},
+        lms_body=not_graded_notice(),
+        failure_reason=f"grader reply: {problem}",
+        graded_at=now,
+        next_delivery_at=now,
+        delivery_started_at=None,
     )
 
 
@@ -479,9 +555,19 @@ def fail(submission_id: int, from_status: str, *, reason: str, why: str, actor: 
     """Give up grading: the LMS will be sent the "could not be graded" notice."""
     now = timezone.now()
     return transition(
-        submission_id, from_status, Status.FAILED, reason=reason, actor=actor, now=now, details={"why": why},
-        lms_body=not_graded_notice(), failure_reason=why, graded_at=now, next_delivery_at=now,
-        delivery_started_at=None, lease_key="",
+        submission_id,
+        from_status,
+        Status.FAILED,
+        reason=reason,
+        actor=actor,
+        now=now,
+        details={"why": why},
+        lms_body=not_graded_notice(),
+        failure_reason=why,
+        graded_at=now,
+        next_delivery_at=now,
+        delivery_started_at=None,
+        lease_key="",
     )
 
 
@@ -495,26 +581,51 @@ def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) ->
     expired = list(
         Submission.objects.filter(status=Status.PULLED, lease_expires_at__lte=now)
         .order_by("lease_expires_at")
-        .values_list("pk", "attempts", "lease_key", "queue__lease_seconds", "queue__max_attempts")[:batch]
+        .values_list(
+            "pk", "attempts", "lease_key", "queue__lease_seconds", "queue__max_attempts", "queue_id", "queue__mode"
+        )[:batch]
     )
     counts = {"requeued": 0, "failed": 0}
     default_max = setting("MAX_ATTEMPTS")
-    for pk, attempts, key, _lease, max_attempts in expired:
+    woken: set[int] = set()
+    for pk, attempts, key, _lease, max_attempts, queue_id, mode in expired:
+        # A push-mode queue has a free slot (and, if requeued, work) again: wake its dispatcher once.
+        if queue_id not in woken:
+            woken.add(queue_id)
+            schedule_dispatch(queue_id, mode)
         limit = max_attempts or default_max
         # Matching the lease key makes this a no-op if the row was re-leased since we read it.
         where = {"lease_key": key, "lease_expires_at__lte": now}
         if attempts >= limit:
             why = f"no result after {attempts} lease(s)"
             if transition(
-                pk, Status.PULLED, Status.FAILED, reason="lease_expired", actor="system:reclaim", now=now,
-                where=where, details={"attempt": attempts, "why": why}, lms_body=not_graded_notice(),
-                failure_reason=why, graded_at=now, next_delivery_at=now, delivery_started_at=None,
+                pk,
+                Status.PULLED,
+                Status.FAILED,
+                reason="lease_expired",
+                actor="system:reclaim",
+                now=now,
+                where=where,
+                details={"attempt": attempts, "why": why},
+                lms_body=not_graded_notice(),
+                failure_reason=why,
+                graded_at=now,
+                next_delivery_at=now,
+                delivery_started_at=None,
                 lease_key="",
             ):
                 counts["failed"] += 1
         elif transition(
-            pk, Status.PULLED, Status.QUEUED, reason="lease_expired", actor="system:reclaim", now=now,
-            where=where, details={"attempt": attempts}, lease_key="", lease_expires_at=None,
+            pk,
+            Status.PULLED,
+            Status.QUEUED,
+            reason="lease_expired",
+            actor="system:reclaim",
+            now=now,
+            where=where,
+            details={"attempt": attempts},
+            lease_key="",
+            lease_expires_at=None,
         ):
             counts["requeued"] += 1
     return counts
@@ -553,19 +664,16 @@ def claim_delivery(submission_id: int, *, now: datetime | None = None) -> Delive
         Submission.objects.filter(
             pk=submission_id, status__in=(Status.GRADED, Status.FAILED), next_delivery_at__lte=now
         )
-        .values_list("status", "delivery_attempts", "lms_callback_url", "lms_header", "lms_body",
-                     "delivery_started_at")
+        .values_list("status", "delivery_attempts", "lms_callback_url", "lms_header", "lms_body", "delivery_started_at")
         .first()
     )
     if row is None:
         return None
     status, attempts, url, header, body, started = row
-    guard = now + timedelta(seconds=float(setting("DELIVERY_TIMEOUT")) * 2 + 5)
+    guard = now + timedelta(seconds=float(setting("DELIVERY_TIMEOUT")) * 2 + 1)
     won = Submission.objects.filter(
         pk=submission_id, status=status, delivery_attempts=attempts, next_delivery_at__lte=now
-    ).update(
-        delivery_attempts=attempts + 1, next_delivery_at=guard, delivery_started_at=started or now
-    )
+    ).update(delivery_attempts=attempts + 1, next_delivery_at=guard, delivery_started_at=started or now)
     if won != 1:
         return None
     return DeliveryClaim(submission_id, status, attempts + 1, url, header, body, started or now)
@@ -583,18 +691,35 @@ def is_transient(http_status: int | None) -> bool:
 
 
 def record_delivery(
-    claim: DeliveryClaim, *, http_status: int | None, error: str, duration_ms: int, now: datetime | None = None
+    claim: DeliveryClaim,
+    *,
+    http_status: int | None,
+    error: str,
+    duration_ms: int,
+    now: datetime | None = None,
 ) -> tuple[DeliveryOutcome, float | None]:
     """Record one delivery attempt's outcome and decide what comes next."""
     now = now or timezone.now()
-    details: dict[str, Any] = {"attempt": claim.attempt, "http_status": http_status, "duration_ms": duration_ms}
+    details: dict[str, Any] = {
+        "attempt": claim.attempt,
+        "http_status": http_status,
+        "duration_ms": duration_ms,
+    }
     if error:
         details["error"] = error[:500]
     where = {"delivery_attempts": claim.attempt}
     if http_status == 200:
         transition(
-            claim.submission_id, claim.status, Status.DELIVERED, reason="delivered", actor="system:delivery",
-            now=now, details=details, where=where, delivered_at=now, next_delivery_at=None,
+            claim.submission_id,
+            claim.status,
+            Status.DELIVERED,
+            reason="delivered",
+            actor="system:delivery",
+            now=now,
+            details=details,
+            where=where,
+            delivered_at=now,
+            next_delivery_at=None,
         )
         return DeliveryOutcome.DELIVERED, None
     if is_transient(http_status):
@@ -603,8 +728,14 @@ def record_delivery(
         if (now - claim.started_at).total_seconds() + delay <= horizon:
             details["retry_in"] = round(delay, 3)
             if transition(
-                claim.submission_id, claim.status, claim.status, reason="delivery_retry",
-                actor="system:delivery", now=now, details=details, where=where,
+                claim.submission_id,
+                claim.status,
+                claim.status,
+                reason="delivery_retry",
+                actor="system:delivery",
+                now=now,
+                details=details,
+                where=where,
                 next_delivery_at=now + timedelta(seconds=delay),
             ):
                 enqueue_after_commit("grading.deliver_result", claim.submission_id, countdown=delay)
@@ -613,24 +744,35 @@ def record_delivery(
     else:
         details["why"] = f"the LMS answered HTTP {http_status}"
     transition(
-        claim.submission_id, claim.status, Status.DEAD_LETTER, reason="delivery_failed",
-        actor="system:delivery", now=now, details=details, where=where, next_delivery_at=None,
+        claim.submission_id,
+        claim.status,
+        Status.DEAD_LETTER,
+        reason="delivery_failed",
+        actor="system:delivery",
+        now=now,
+        details=details,
+        where=where,
+        next_delivery_at=None,
     )
     return DeliveryOutcome.DEAD, None
 
 
 def redeliver(submission_id: int, *, actor: str) -> bool:
     """Send a dead-lettered grade again, with a fresh delivery horizon."""
-    row = Submission.objects.filter(pk=submission_id, status=Status.DEAD_LETTER).values_list(
-        "failure_reason"
-    ).first()
+    row = Submission.objects.filter(pk=submission_id, status=Status.DEAD_LETTER).values_list("failure_reason").first()
     if row is None:
         return False
     target = Status.FAILED if row[0] else Status.GRADED
     now = timezone.now()
     return transition(
-        submission_id, Status.DEAD_LETTER, target, reason="redeliver", actor=actor, now=now,
-        next_delivery_at=now, delivery_started_at=None,
+        submission_id,
+        Status.DEAD_LETTER,
+        target,
+        reason="redeliver",
+        actor=actor,
+        now=now,
+        next_delivery_at=now,
+        delivery_started_at=None,
     )
 
 
@@ -639,21 +781,40 @@ def redeliver(submission_id: int, *, actor: str) -> bool:
 
 def requeue(submission_id: int, *, actor: str) -> bool:
     """Put a submission back in its queue for a fresh round of grading (attempts start again)."""
-    row = Submission.objects.filter(pk=submission_id).values_list("status").first()
+    row = Submission.objects.filter(pk=submission_id).values_list("status", "queue_id", "queue__mode").first()
     if row is None or Status.QUEUED not in TRANSITIONS[Status(row[0])]:
         return False
-    return transition(
-        submission_id, row[0], Status.QUEUED, reason="requeue", actor=actor, attempts=0, lease_key="",
-        lease_expires_at=None, failure_reason="", next_delivery_at=None,
-    )
+    with transaction.atomic():
+        done = transition(
+            submission_id,
+            row[0],
+            Status.QUEUED,
+            reason="requeue",
+            actor=actor,
+            attempts=0,
+            lease_key="",
+            lease_expires_at=None,
+            failure_reason="",
+            next_delivery_at=None,
+        )
+        if done:
+            schedule_dispatch(row[1], row[2])
+    return done
 
 
 def cancel(submission_id: int, *, actor: str) -> bool:
     row = Submission.objects.filter(pk=submission_id).values_list("status").first()
     if row is None or Status.CANCELLED not in TRANSITIONS[Status(row[0])]:
         return False
-    return transition(submission_id, row[0], Status.CANCELLED, reason="cancel", actor=actor, lease_key="",
-                      next_delivery_at=None)
+    return transition(
+        submission_id,
+        row[0],
+        Status.CANCELLED,
+        reason="cancel",
+        actor=actor,
+        lease_key="",
+        next_delivery_at=None,
+    )
 
 
 def fail_with_notice(submission_id: int, *, actor: str) -> bool:
@@ -671,10 +832,10 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
     now = now or timezone.now()
     batch = batch or setting("SWEEP_BATCH")
     stale = now - timedelta(seconds=float(setting("SWEEP_GRACE_SECONDS")))
-    counts = {"score": 0, "deliver": 0}
-    for pk in Submission.objects.filter(status=Status.RETURNED, updated_at__lte=stale).values_list(
-        "pk", flat=True
-    )[:batch]:
+    counts = {"score": 0, "deliver": 0, "dispatch": 0}
+    for pk in Submission.objects.filter(status=Status.RETURNED, updated_at__lte=stale).values_list("pk", flat=True)[
+        :batch
+    ]:
         enqueue("grading.score_result", pk)
         counts["score"] += 1
     for pk in Submission.objects.filter(
@@ -682,4 +843,79 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
     ).values_list("pk", flat=True)[:batch]:
         enqueue("grading.deliver_result", pk)
         counts["deliver"] += 1
+    # Push-mode queues with work that has waited too long: the dispatch message was lost, or the queue was
+    # at its in-flight cap when a slot freed up without a dispatch (a lease superseded or cancelled).
+    for queue_id in (
+        Submission.objects.filter(status=Status.QUEUED, queue__mode__in=PUSH_MODES, updated_at__lte=stale)
+        .values_list("queue_id", flat=True)
+        .distinct()[:batch]
+    ):
+        enqueue_dispatch(queue_id)
+        counts["dispatch"] += 1
     return counts
+
+
+# --- Push modes ----------------------------------------------------------------------------------------
+# grading.push leases submissions of celery- and http-mode queues to their graders. These are the
+# lifecycle's side of it: waking the dispatcher whenever a push queue may have work and a free slot, and
+# the two ways a push lease ends early.
+
+PUSH_MODES = (QueueMode.CELERY, QueueMode.HTTP)
+
+
+def enqueue_dispatch(queue_id: int) -> None:
+    """Ask a worker to lease and send out the waiting submissions of a push-mode queue (idempotent)."""
+    from celery_app import app
+
+    try:
+        app.send_task("grading.dispatch", args=[queue_id])
+    except Exception:
+        logger.warning("could not enqueue a dispatch for queue %s; the sweep will retry", queue_id, exc_info=True)
+
+
+def schedule_dispatch(queue_id: int, mode: str) -> None:
+    """After commit, wake the dispatcher of ``queue_id`` if it is a push-mode queue."""
+    if mode in PUSH_MODES:
+        transaction.on_commit(lambda: enqueue_dispatch(queue_id))
+
+
+def release_lease(submission_id: int, key: str, *, reason: str, actor: str, why: str, refund: bool) -> bool:
+    """Put a leased submission back in its queue before its lease expires (the lease ``key`` must match).
+
+    ``refund`` gives the attempt back, for a lease whose submission never reached a grader (the publish
+    failed), so that a broker outage does not use up a submission's attempts.
+    """
+    updates: dict[str, Any] = {"lease_key": "", "lease_expires_at": None}
+    if refund:
+        updates["attempts"] = F("attempts") - 1
+    return transition(
+        submission_id,
+        Status.PULLED,
+        Status.QUEUED,
+        reason=reason,
+        actor=actor,
+        details={"why": why},
+        where={"lease_key": key},
+        **updates,
+    )
+
+
+def fail_lease(submission_id: int, key: str, *, reason: str, why: str, actor: str) -> bool:
+    """Like ``fail``, for a leased submission, and only while ``key`` is still its lease."""
+    now = timezone.now()
+    return transition(
+        submission_id,
+        Status.PULLED,
+        Status.FAILED,
+        reason=reason,
+        actor=actor,
+        now=now,
+        details={"why": why},
+        where={"lease_key": key},
+        lms_body=not_graded_notice(),
+        failure_reason=why,
+        graded_at=now,
+        next_delivery_at=now,
+        delivery_started_at=None,
+        lease_key="",
+    )

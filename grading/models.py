@@ -27,6 +27,16 @@ class Queue(models.Model):
     max_attempts = models.PositiveIntegerField(
         null=True, blank=True, help_text="Leases before a submission fails; empty = the GRADEQUEUE default."
     )
+    # Push modes (grading.push). How many submissions may be leased to graders at once: one course
+    # cannot flood a shared grader pool, and a submission is not leased while it would only wait in line.
+    max_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Push modes: submissions leased to graders at once; empty = no cap."
+    )
+    push_url = models.URLField(
+        max_length=500, blank=True, help_text="HTTP push: the grader's URL, POSTed each submission."
+    )
+    push_username = models.CharField(max_length=150, blank=True, help_text="HTTP push: optional basic auth user.")
+    push_password = models.CharField(max_length=150, blank=True, help_text="HTTP push: optional basic auth password.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -145,3 +155,18 @@ class SubmissionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.submission_id}: {self.from_status or '∅'} → {self.to_status} ({self.reason})"
+
+
+class QueueSample(models.Model):
+    """A queue's depth at one moment, recorded periodically by beat for the status page's chart."""
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField()
+    waiting = models.PositiveIntegerField()
+    leased = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["taken_at"], name="sample_taken")]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} @ {self.taken_at:%H:%M:%S}: {self.waiting} waiting, {self.leased} leased"

@@ -19,14 +19,26 @@ SCHEDULE = [
     # Leases are minutes long; checking every 15 s returns an expired one to its queue within 15 s of
     # expiry, for one indexed query when nothing has expired.
     Periodic(
-        "gradequeue: reclaim expired leases", "grading.reclaim_expired_leases", 15,
+        "gradequeue: reclaim expired leases",
+        "grading.reclaim_expired_leases",
+        15,
         "return expired leases to their queue promptly",
     ),
     # Lost task messages are rare (broker down at commit, worker killed); a minute's delay to recover one
     # is fine, and the sweep's queries are cheap index scans.
     Periodic(
-        "gradequeue: sweep lost follow-ups", "grading.sweep_followups", 30,
+        "gradequeue: sweep lost follow-ups",
+        "grading.sweep_followups",
+        30,
         "re-enqueue scoring and delivery whose message never ran",
+    ),
+    # The status page charts each queue's depth over the last hour: a point every 30 s draws a queue
+    # filling up during an exam clearly, for one small row per queue per sample.
+    Periodic(
+        "gradequeue: sample queue depth",
+        "grading.sample_queue_depth",
+        30,
+        "record queue depth for the status page's chart",
     ),
 ]
 
@@ -50,7 +62,10 @@ def sync() -> dict[str, int]:
                 counts["created"] += 1
                 continue
             changed = (task.task, task.interval_id, task.enabled, task.description) != (
-                item.task, interval.pk, True, item.why,
+                item.task,
+                interval.pk,
+                True,
+                item.why,
             )
             if changed:
                 task.task, task.interval, task.enabled, task.description = item.task, interval, True, item.why

@@ -6,15 +6,17 @@ state the task expects, so a duplicate or late message is harmless.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import InterfaceError, OperationalError
 
 from celery_app import app
-from grading import delivery, lifecycle
+from grading import delivery, lifecycle, push
 
 # Only database hiccups are retried by Celery. LMS delivery keeps its own retry schedule in the database
 # (lifecycle.record_delivery), so that it survives restarts and shows in the submission's timeline.
 TRANSIENT = (OperationalError, InterfaceError)
-COMMON = {
+COMMON: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": TRANSIENT,
@@ -45,3 +47,24 @@ def reclaim_expired_leases() -> dict[str, int]:
 @app.task(name="grading.sweep_followups", soft_time_limit=120, time_limit=150, **COMMON)
 def sweep_followups() -> dict[str, int]:
     return lifecycle.sweep_followups()
+
+
+# --- Push modes (grading.push) ---------------------------------------------------------------------------
+
+
+@app.task(name="grading.dispatch", soft_time_limit=120, time_limit=150, **COMMON)
+def dispatch(queue_id: int) -> int:
+    return push.dispatch(queue_id)
+
+
+@app.task(name="grading.record_result", soft_time_limit=20, time_limit=30, **COMMON)
+def record_result(submission_id: int, submission_key: str, reply: str, grader: str = "") -> str:
+    """A Celery grader's reply, sent through the broker by ``gradequeue_grader``."""
+    return push.record_result(submission_id, submission_key, reply, grader).value
+
+
+# The POST's own timeout is a setting; the time limit leaves room for it and for recording the outcome.
+@app.task(name="grading.push_http", soft_time_limit=150, time_limit=180, **COMMON)
+def push_http(submission_id: int, submission_key: str, attempt: int = 1) -> str:
+    outcome, _delay = push.push_http(submission_id, submission_key, attempt)
+    return outcome.value

@@ -68,22 +68,33 @@ def lms_header(callback_url: str, queue_name: str = "test-123", lms_key: str = "
     return json.dumps({"lms_callback_url": callback_url, "lms_key": lms_key, "queue_name": queue_name})
 
 
-def submit(queue: Queue, user: Any, callback_url: str = "http://127.0.0.1:9/cb", body: str = "{}",
-           lms_key: str = "key-1") -> Any:
+def submit(
+    queue: Queue,
+    user: Any,
+    callback_url: str = "http://127.0.0.1:9/cb",
+    body: str = "{}",
+    lms_key: str = "key-1",
+) -> Any:
     submission, _ = lifecycle.submit(
-        lifecycle.NewSubmission(queue=queue, lms_header=lms_header(callback_url, queue.name, lms_key),
-                                lms_callback_url=callback_url, lms_key=lms_key, body=body, files={}),
+        lifecycle.NewSubmission(
+            queue=queue,
+            lms_header=lms_header(callback_url, queue.name, lms_key),
+            lms_callback_url=callback_url,
+            lms_key=lms_key,
+            body=body,
+            files={},
+        ),
         user,
     )
     return submission
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
-    """A real Celery worker (threads pool) on the configured broker, in this process, for the session.
+    """A real Celery worker (threads pool) on the configured broker, in this process, for one test module.
 
-    The worker's threads use the test database; tests that need it are ``transaction=True`` so that
-    what they commit is visible to it.
+    The worker's threads use the test database; tests that need it are ``transaction=True`` so that what
+    they commit is visible to it. Module scope lets other modules run workers of their own (subprocesses).
     """
     from celery.contrib.testing.worker import start_worker
 
@@ -91,12 +102,116 @@ def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[
 
     with django_db_blocker.unblock():
         app.control.purge()
-    with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
-                      shutdown_timeout=10):
+    # With AMQP heartbeats on, stopping the worker waits for the next heartbeat tick (~10 s).
+    app.conf.broker_heartbeat = 0
+    with start_worker(
+        app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15
+    ):
         yield app
+
+
+def fast_pipeline(settings: Any, **overrides: Any) -> None:
+    """Shrink the delivery back-off, horizon and sweep grace so that pipeline tests run in seconds."""
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "DELIVERY_BACKOFF_BASE": 0.05,
+        "DELIVERY_BACKOFF_CAP": 0.4,
+        "DELIVERY_TIMEOUT": 2.0,
+        "SWEEP_GRACE_SECONDS": 0.0,
+        **overrides,
+    }
 
 
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings: Any) -> None:
     # PBKDF2's deliberate slowness buys nothing in tests; production keeps Django's default hasher.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# --- Files, limits and security ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media_and_cache(settings: Any, tmp_path: Any) -> Iterator[None]:
+    # Stored files go to a folder of the test's own; login-failure counters never leak between tests.
+    from django.core.cache import cache
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """An S3-compatible server (moto's server mode) on a free loopback port, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str, settings: Any) -> Iterator[Any]:
+    """Switch default_storage to S3 (django-storages) on a fresh bucket of the moto server.
+
+    Yields the boto3 bucket, to look at what was stored.
+    """
+    import uuid
+
+    import boto3
+
+    name = f"gradequeue-test-{uuid.uuid4().hex[:12]}"
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    s3 = boto3.resource("s3", endpoint_url=moto_server, region_name="us-east-1", **credentials)
+    bucket = s3.create_bucket(Bucket=name)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": name,
+                "endpoint_url": moto_server,
+                "region_name": "us-east-1",
+                "access_key": "testing",
+                "secret_key": "testing",
+                "addressing_style": "path",
+                "querystring_auth": True,
+                "signature_version": "s3v4",
+                "file_overwrite": False,
+                "default_acl": None,
+            },
+        },
+    }
+    yield bucket
+    bucket.objects.all().delete()
+    bucket.delete()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_kind(request: Any) -> str:
+    """Run a test once on local storage and once on S3; ``stored_files()`` lists what either holds."""
+    if request.param == "s3":
+        request.getfixturevalue("s3_bucket")
+    return str(request.param)
+
+
+def stored_files() -> list[str]:
+    """Every file the current default storage holds under the submissions folder."""
+    from django.core.files.storage import default_storage
+
+    found: list[str] = []
+
+    def walk(folder: str) -> None:
+        if not default_storage.exists(folder) and not hasattr(default_storage, "bucket_name"):
+            return
+        dirs, names = default_storage.listdir(folder)
+        found.extend(f"{folder}/{name}" for name in names)
+        for sub in dirs:
+            walk(f"{folder}/{sub}")
+
+    walk("submissions")
+    return sorted(found)

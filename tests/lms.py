@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -29,18 +37,26 @@ class FakeLMS:
     callbacks: list[Callback] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    port: int = 0
+    # Serve HTTPS with this context (a certificate of the test's own), instead of plain HTTP.
+    tls: ssl.SSLContext | None = None
 
     def start(self) -> FakeLMS:
         lms = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
                 with lms._lock:
                     status = lms.script.pop(0) if lms.script else lms.default
-                    cb = Callback(self.path, form.get("xqueue_header", [""])[0], form.get("xqueue_body", [""])[0],
-                                  status, time.monotonic())
+                    cb = Callback(
+                        self.path,
+                        form.get("xqueue_header", [""])[0],
+                        form.get("xqueue_body", [""])[0],
+                        status,
+                        time.monotonic(),
+                    )
                     lms.callbacks.append(cb)
                 if lms.on_request:
                     lms.on_request(cb)
@@ -51,8 +67,12 @@ class FakeLMS:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
         self.server.daemon_threads = True
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -63,9 +83,8 @@ class FakeLMS:
 
     @property
     def base_url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self.port, "start() the server or give it a port first"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def callback_url(self, student: int = 1, problem: str = "p1") -> str:
         # Shaped like the real LMS's callback, which is often longer than 128 characters.

@@ -14,8 +14,9 @@ import requests
 
 
 class XQueueClient:
-    def __init__(self, base_url: str, username: str, password: str, *, csrf_prelude: bool = False,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str, username: str, password: str, *, csrf_prelude: bool = False, timeout: float = 5.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
         self.password = password
@@ -41,16 +42,24 @@ class XQueueClient:
             self.session.get(self._url("login"), timeout=self.timeout)
         self.logins += 1
         reply = self.session.post(
-            self._url("login"), data={"username": self.username, "password": self.password},
-            headers=self._headers(), timeout=self.timeout,
+            self._url("login"),
+            data={"username": self.username, "password": self.password},
+            headers=self._headers(),
+            timeout=self.timeout,
         )
         reply.raise_for_status()
         return reply.json()
 
     def _call(self, method: str, name: str, **kwargs: Any) -> dict[str, Any]:
         for _ in range(2):
-            reply = self.session.request(method, self._url(name), headers=self._headers(), timeout=self.timeout,
-                                         allow_redirects=False, **kwargs)
+            reply = self.session.request(
+                method,
+                self._url(name),
+                headers=self._headers(),
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kwargs,
+            )
             if reply.status_code in (301, 302):
                 self.login()
                 continue
@@ -70,17 +79,19 @@ class XQueueClient:
     def submit(self, header: dict[str, Any] | str, body: str, files: dict[str, bytes] | None = None) -> dict[str, Any]:
         header_text = header if isinstance(header, str) else json.dumps(header)
         multipart = {name: (name, content) for name, content in (files or {}).items()} or None
-        return self._call("POST", "submit", data={"xqueue_header": header_text, "xqueue_body": body},
-                          files=multipart)
+        return self._call("POST", "submit", data={"xqueue_header": header_text, "xqueue_body": body}, files=multipart)
 
 
 def lms_body(response: str = "print('hello')", payload: str = '{"grader": "g.py"}') -> str:
-    return json.dumps({
-        "grader_payload": payload,
-        "student_info": json.dumps({"anonymous_student_id": "abc", "submission_time": "20261125103000",
-                                    "random_seed": 1}),
-        "student_response": response,
-    })
+    return json.dumps(
+        {
+            "grader_payload": payload,
+            "student_info": json.dumps(
+                {"anonymous_student_id": "abc", "submission_time": "20261125103000", "random_seed": 1}
+            ),
+            "student_response": response,
+        }
+    )
 
 
 def grade(correct: bool = True, score: float = 1.0, msg: str = "<p>Good job</p>") -> str:

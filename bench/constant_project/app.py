@@ -19,14 +19,18 @@ MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 APPEND_SLASH = False
 USE_TZ = True
 
-SUBMISSION = json.dumps({
-    "return_code": 0,
-    "content": json.dumps({
-        "xqueue_header": json.dumps({"submission_id": 1, "submission_key": "k" * 43}),
-        "xqueue_body": json.dumps({"grader_payload": "{}", "student_info": "{}", "student_response": "0"}),
-        "xqueue_files": "{}",
-    }),
-}).encode()
+SUBMISSION = json.dumps(
+    {
+        "return_code": 0,
+        "content": json.dumps(
+            {
+                "xqueue_header": json.dumps({"submission_id": 1, "submission_key": "k" * 43}),
+                "xqueue_body": json.dumps({"grader_payload": "{}", "student_info": "{}", "student_response": "0"}),
+                "xqueue_files": "{}",
+            }
+        ),
+    }
+).encode()
 OK = json.dumps({"return_code": 0, "content": ""}).encode()
 LOGGED_IN = json.dumps({"return_code": 0, "content": "Logged in"}).encode()
 

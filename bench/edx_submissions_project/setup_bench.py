@@ -61,19 +61,23 @@ def main() -> None:
         user, _ = User.objects.get_or_create(username=f"grader{i}", defaults={"password": password})
         user.groups.add(group)
     started = time.monotonic()
-    for n in range(min(backlog, API_SEEDED)):
-        if n % 1000 == 0:
-            if n:
-                batch.__exit__(None, None, None)
-            batch = transaction.atomic()
-            batch.__enter__()
-        create_external_grader_detail(
-            {"student_id": f"student-{n}", "course_id": "course-v1:Bench+B1+2026", "item_id": f"problem-{n % 50}",
-             "item_type": "problem"},
-            str(n), queue, f"key-{n}", grader_file_name="bench.py", points_possible=1,
-        )
-    if backlog:
-        batch.__exit__(None, None, None)
+    api_seeded = min(backlog, API_SEEDED)
+    for first in range(0, api_seeded, 1000):  # one transaction per thousand, to keep commits out of the way
+        with transaction.atomic():
+            for n in range(first, min(first + 1000, api_seeded)):
+                create_external_grader_detail(
+                    {
+                        "student_id": f"student-{n}",
+                        "course_id": "course-v1:Bench+B1+2026",
+                        "item_id": f"problem-{n % 50}",
+                        "item_type": "problem",
+                    },
+                    str(n),
+                    queue,
+                    f"key-{n}",
+                    grader_file_name="bench.py",
+                    points_possible=1,
+                )
     if backlog > API_SEEDED:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(CLONE_SQL, {"first": API_SEEDED, "last": backlog - 1, "queue": queue})

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.views import redirect_to_login
 from django.core import signing
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse
 from django.middleware.csrf import get_token
@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from grading import access, files, lifecycle
+from grading import access, callbacks, files, lifecycle, throttle
 from grading.api.envelope import fail, ok
 from grading.conf import setting
 from grading.models import Role
@@ -43,6 +43,8 @@ class XQueueView(APIView):
             return redirect_to_login(self.request.get_full_path(), LOGIN_URL)
         if isinstance(exc, RequestDataTooBig):
             return fail(f"Request too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)")
+        if isinstance(exc, TooManyFilesSent):
+            return fail(files.too_many_files_message())
         if isinstance(exc, TooManyFieldsSent | ParseError | UnsupportedMediaType):
             return fail("Request could not be parsed")
         return super().handle_exception(exc)
@@ -77,9 +79,15 @@ class LoginView(XQueueView):
         username, password = data.get("username"), data.get("password")
         if not username or not password:
             return fail("Insufficient login info")
+        address = throttle.client_address(request._request)
+        wait = throttle.retry_after(username, address)
+        if wait:
+            return fail(throttle.message(wait))
         user = authenticate(request._request, username=username, password=password)
         if user is None:
+            throttle.record_failure(username, address)
             return fail("Incorrect login credentials")
+        throttle.record_success(username)
         login(request._request, user)
         return ok("Logged in")
 
@@ -121,17 +129,22 @@ class SubmitView(XQueueView):
             header = json.loads(header_text)
         except ValueError:
             return fail("Queue request has invalid format")
-        if not isinstance(header, dict) or not all(
-            isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name")
-        ) or "lms_key" not in header:
+        if (
+            not isinstance(header, dict)
+            or not all(isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name"))
+            or "lms_key" not in header
+        ):
             return fail("Queue request has invalid format")
         queue_name = header["queue_name"]
         queue = access.queue_for(request.user, queue_name, Role.LMS)
         if queue is None:
             return fail(f"Queue '{queue_name}' not found")
+        refused = callbacks.refusal(header["lms_callback_url"])
+        if refused:
+            return fail(refused)
         uploads = dict(request.FILES.items())
         try:
-            files.check_limits(uploads.values())
+            files.check_limits(uploads.values(), count=sum(len(parts) for _, parts in request.FILES.lists()))
         except files.FileLimitError as exc:
             return fail(str(exc))
         stored = files.store(uploads) if uploads else {}
@@ -151,10 +164,10 @@ class SubmitView(XQueueView):
         return ok(str(length))
 
 
-def _queue_name(request: Request, endpoint: str) -> tuple[str | None, Response | None]:
-    name = request.query_params.get("queue_name")
+def _queue_name(request: Request, endpoint: str) -> tuple[str, Response | None]:
+    name = request.query_params.get("queue_name") or ""
     if not name:
-        return None, fail(f"'{endpoint}' must provide parameter 'queue_name'")
+        return "", fail(f"'{endpoint}' must provide parameter 'queue_name'")
     return name, None
 
 
@@ -234,7 +247,7 @@ class PutResultView(XQueueView):
         return ok("")
 
 
-def download(request: Any, token: str, name: str) -> HttpResponse:
+def download(request: Any, token: str, name: str) -> HttpResponse | FileResponse:
     """Serve a stored submission file to whoever holds a valid, unexpired link (graders)."""
     try:
         path = files.path_from_token(token)
@@ -244,4 +257,9 @@ def download(request: Any, token: str, name: str) -> HttpResponse:
         return HttpResponse("This download link is not valid.\n", status=403, content_type="text/plain")
     if not default_storage.exists(path):
         return HttpResponse("This file no longer exists.\n", status=404, content_type="text/plain")
-    return FileResponse(default_storage.open(path, "rb"), as_attachment=True, filename=name)
+    # Always a download, never rendered: a student's file must not run as a page on this origin.
+    response = FileResponse(
+        default_storage.open(path, "rb"), as_attachment=True, filename=name, content_type="application/octet-stream"
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response

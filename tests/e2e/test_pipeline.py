@@ -49,5 +49,9 @@ def test_submit_pull_put_result_reaches_the_lms_exactly_once(
     assert callback.header == header
     assert callback.body == grade(True, 1.0)
     assert list(submission.events.values_list("to_status", flat=True)) == [
-        "queued", "pulled", "returned", "graded", "delivered",
+        "queued",
+        "pulled",
+        "returned",
+        "graded",
+        "delivered",
     ]

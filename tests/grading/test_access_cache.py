@@ -61,9 +61,7 @@ def test_a_deactivated_account_is_logged_out_on_the_next_request(
     assert pull(grader_client, queue)["status"] == 302
 
 
-def test_a_password_change_ends_the_accounts_sessions(
-    queue: Queue, grader_user: Any, grader_client: Client
-) -> None:
+def test_a_password_change_ends_the_accounts_sessions(queue: Queue, grader_user: Any, grader_client: Client) -> None:
     assert pull(grader_client, queue)["status"] == 200
     grader_user.set_password("a-new-password-2")
     grader_user.save()

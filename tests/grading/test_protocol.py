@@ -51,7 +51,10 @@ def test_login_any_non_post_asks_for_login(method: str) -> None:
 
 @pytest.mark.parametrize("data", [{}, {"username": "lms"}, {"password": "x"}, {"username": "", "password": "x"}])
 def test_login_without_username_or_password_is_insufficient(lms_user: Any, data: dict[str, str]) -> None:
-    assert envelope(Client().post("/xqueue/login/", data)) == {"return_code": 1, "content": "Insufficient login info"}
+    assert envelope(Client().post("/xqueue/login/", data)) == {
+        "return_code": 1,
+        "content": "Insufficient login info",
+    }
 
 
 def test_login_with_wrong_credentials(lms_user: Any) -> None:
@@ -79,8 +82,10 @@ def test_login_with_csrf_token_and_referer_like_2026_watchers(grader_user: Any) 
     client = Client(enforce_csrf_checks=True)
     token = client.get("/xqueue/login/").cookies["csrftoken"].value
     response = client.post(
-        "/xqueue/login/", {"username": "grader", "password": GRADER_PASSWORD},
-        headers={"X-CSRFToken": token, "Referer": "https://xqueue.example.org/"}, secure=True,
+        "/xqueue/login/",
+        {"username": "grader", "password": GRADER_PASSWORD},
+        headers={"X-CSRFToken": token, "Referer": "https://xqueue.example.org/"},
+        secure=True,
     )
     assert envelope(response) == {"return_code": 0, "content": "Logged in"}
 
@@ -138,9 +143,15 @@ def test_submit_requires_post(lms_client: Client) -> None:
         {"xqueue_header": "[1, 2]", "xqueue_body": "x"},
         {"xqueue_header": '"a string"', "xqueue_body": "x"},
         {"xqueue_header": json.dumps({"lms_key": "k", "queue_name": "test-123"}), "xqueue_body": "x"},
-        {"xqueue_header": json.dumps({"lms_callback_url": CALLBACK, "queue_name": "test-123"}), "xqueue_body": "x"},
+        {
+            "xqueue_header": json.dumps({"lms_callback_url": CALLBACK, "queue_name": "test-123"}),
+            "xqueue_body": "x",
+        },
         {"xqueue_header": json.dumps({"lms_callback_url": CALLBACK, "lms_key": "k"}), "xqueue_body": "x"},
-        {"xqueue_header": json.dumps({"lms_callback_url": 5, "lms_key": "k", "queue_name": "q"}), "xqueue_body": "x"},
+        {
+            "xqueue_header": json.dumps({"lms_callback_url": 5, "lms_key": "k", "queue_name": "q"}),
+            "xqueue_body": "x",
+        },
     ],
 )
 def test_submit_with_invalid_format(lms_client: Client, data: dict[str, str]) -> None:
@@ -151,7 +162,10 @@ def test_submit_with_invalid_format(lms_client: Client, data: dict[str, str]) ->
 
 def test_submit_to_unknown_queue(lms_client: Client) -> None:
     data = {"xqueue_header": lms_header(CALLBACK, queue_name="nope"), "xqueue_body": "x"}
-    assert envelope(lms_client.post("/xqueue/submit/", data)) == {"return_code": 1, "content": "Queue 'nope' not found"}
+    assert envelope(lms_client.post("/xqueue/submit/", data)) == {
+        "return_code": 1,
+        "content": "Queue 'nope' not found",
+    }
 
 
 def test_submit_to_a_queue_not_granted_looks_like_unknown_queue(lms_client: Client, other_queue: Any) -> None:
@@ -192,8 +206,9 @@ def test_new_submission_supersedes_unfinished_ones_for_same_callback(
     old = Submission.objects.get(body="first")
     assert old.status == Status.SUPERSEDED
     # A late grade for the superseded one is refused and never reaches the LMS.
-    late = envelope(grader_client.post("/xqueue/put_result/", {"xqueue_header": pulled["xqueue_header"],
-                                                                "xqueue_body": grade()}))
+    late = envelope(
+        grader_client.post("/xqueue/put_result/", {"xqueue_header": pulled["xqueue_header"], "xqueue_body": grade()})
+    )
     assert late == {"return_code": 1, "content": "Incorrect key for submission"}
     nxt = json.loads(envelope(grader_client.get("/xqueue/get_submission/?queue_name=test-123"))["content"])
     assert nxt["xqueue_body"] == "second"
@@ -308,16 +323,23 @@ def test_put_result_requires_post(grader_client: Client) -> None:
         {"xqueue_header": "[1]", "xqueue_body": grade()},
         {"xqueue_header": json.dumps({"submission_key": "k"}), "xqueue_body": grade()},
         {"xqueue_header": json.dumps({"submission_id": 1}), "xqueue_body": grade()},
-        {"xqueue_header": json.dumps({"submission_id": "abc", "submission_key": "k"}), "xqueue_body": grade()},
+        {
+            "xqueue_header": json.dumps({"submission_id": "abc", "submission_key": "k"}),
+            "xqueue_body": grade(),
+        },
         {"xqueue_header": json.dumps({"submission_id": 1.5, "submission_key": "k"}), "xqueue_body": grade()},
         {"xqueue_header": json.dumps({"submission_id": None, "submission_key": "k"}), "xqueue_body": grade()},
         {"xqueue_header": json.dumps({"submission_id": True, "submission_key": "k"}), "xqueue_body": grade()},
-        {"xqueue_header": json.dumps({"submission_id": 10**30, "submission_key": "k"}), "xqueue_body": grade()},
+        {
+            "xqueue_header": json.dumps({"submission_id": 10**30, "submission_key": "k"}),
+            "xqueue_body": grade(),
+        },
     ],
 )
 def test_put_result_with_incorrect_format(grader_client: Client, data: dict[str, str]) -> None:
     assert envelope(grader_client.post("/xqueue/put_result/", data)) == {
-        "return_code": 1, "content": "Incorrect reply format"
+        "return_code": 1,
+        "content": "Incorrect reply format",
     }
 
 
@@ -328,15 +350,17 @@ def test_put_result_for_missing_submission(grader_client: Client) -> None:
 
 
 def test_put_result_with_wrong_key(grader_client: Client, pulled: dict[str, Any]) -> None:
-    header = json.dumps({"submission_id": json.loads(pulled["xqueue_header"])["submission_id"],
-                         "submission_key": "guessed"})
+    header = json.dumps(
+        {"submission_id": json.loads(pulled["xqueue_header"])["submission_id"], "submission_key": "guessed"}
+    )
     reply = envelope(grader_client.post("/xqueue/put_result/", {"xqueue_header": header, "xqueue_body": grade()}))
     assert reply == {"return_code": 1, "content": "Incorrect key for submission"}
 
 
 def test_put_result_accepted(grader_client: Client, pulled: dict[str, Any]) -> None:
-    response = grader_client.post("/xqueue/put_result/", {"xqueue_header": pulled["xqueue_header"],
-                                                          "xqueue_body": grade()})
+    response = grader_client.post(
+        "/xqueue/put_result/", {"xqueue_header": pulled["xqueue_header"], "xqueue_body": grade()}
+    )
     assert raw(response) == b'{"return_code": 0, "content": ""}'
     submission = Submission.objects.get()
     assert submission.status == Status.RETURNED
@@ -352,7 +376,8 @@ def test_identical_put_result_twice_is_a_no_op(grader_client: Client, pulled: di
     # A different reply on the same key is not a duplicate and does not overwrite the first.
     other = {"xqueue_header": pulled["xqueue_header"], "xqueue_body": grade(False, 0)}
     assert envelope(grader_client.post("/xqueue/put_result/", other)) == {
-        "return_code": 1, "content": "Incorrect key for submission"
+        "return_code": 1,
+        "content": "Incorrect key for submission",
     }
     submission.refresh_from_db()
     assert submission.grader_reply == grade()
@@ -364,15 +389,20 @@ def test_grader_of_another_queue_cannot_put_result(pulled: dict[str, Any], other
     stranger = make_account("stranger", "pw-stranger-1", "grader", other_queue)
     client = Client()
     client.force_login(stranger)
-    reply = envelope(client.post("/xqueue/put_result/", {"xqueue_header": pulled["xqueue_header"],
-                                                         "xqueue_body": grade()}))
+    reply = envelope(
+        client.post("/xqueue/put_result/", {"xqueue_header": pulled["xqueue_header"], "xqueue_body": grade()})
+    )
     assert reply == {"return_code": 1, "content": "Submission does not exist"}
 
 
 @pytest.mark.parametrize("method", ["put", "delete", "patch", "options"])
 def test_unknown_methods_get_an_envelope_not_an_error(grader_client: Client, method: str) -> None:
-    for path in ("/xqueue/submit/", "/xqueue/put_result/", "/xqueue/get_submission/?queue_name=test-123",
-                 "/xqueue/get_queuelen/?queue_name=test-123"):
+    for path in (
+        "/xqueue/submit/",
+        "/xqueue/put_result/",
+        "/xqueue/get_submission/?queue_name=test-123",
+        "/xqueue/get_queuelen/?queue_name=test-123",
+    ):
         response = getattr(grader_client, method)(path)
         assert response.status_code == 200
         assert json.loads(response.content)["return_code"] in (0, 1)

@@ -16,10 +16,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
-        parser.add_argument("--role", choices=Role.values, required=True,
-                            help="lms: may submit; grader: may pull and put results")
-        parser.add_argument("--queue", action="append", default=[], metavar="NAME",
-                            help="Grant this queue (repeatable). The queue must exist.")
+        parser.add_argument(
+            "--role",
+            choices=Role.values,
+            required=True,
+            help="lms: may submit; grader: may pull and put results",
+        )
+        parser.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Grant this queue (repeatable). The queue must exist.",
+        )
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--password", help="The password (visible in the process list; prefer --password-env)")
         group.add_argument("--password-env", metavar="VAR", help="Read the password from this environment variable")

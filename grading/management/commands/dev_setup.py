@@ -37,8 +37,14 @@ class Command(BaseCommand):
                 ("lms", "GRADEQUEUE_DEV_LMS_USER", "GRADEQUEUE_DEV_LMS_PASSWORD"),
                 ("grader", "GRADEQUEUE_DEV_GRADER_USER", "GRADEQUEUE_DEV_GRADER_PASSWORD"),
             ):
-                call_command("create_account", cfg[user], role=role, queue=[cfg["GRADEQUEUE_DEV_QUEUE"]],
-                             password=cfg[password], stdout=self.stdout)
+                call_command(
+                    "create_account",
+                    cfg[user],
+                    role=role,
+                    queue=[cfg["GRADEQUEUE_DEV_QUEUE"]],
+                    password=cfg[password],
+                    stdout=self.stdout,
+                )
         else:
             self.stdout.write("Database already has queues or accounts: development accounts left as they are.")
         self.stdout.write(

@@ -23,10 +23,31 @@ class Command(BaseCommand):
         python = sys.executable
         bindir = os.path.dirname(python)
         commands = {
-            "web": [os.path.join(bindir, "gunicorn"), "config.wsgi", "--bind", f"{opts['host']}:{opts['port']}",
-                    "--workers", "2", "--threads", "4", "--access-logfile", "-"],
-            "worker": [python, "-m", "celery", "-A", "celery_app", "worker", "--loglevel", "INFO",
-                       "--concurrency", str(opts["concurrency"]), "-E"],
+            "web": [
+                os.path.join(bindir, "gunicorn"),
+                "config.wsgi",
+                "--bind",
+                f"{opts['host']}:{opts['port']}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "celery_app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(opts["concurrency"]),
+                "-E",
+            ],
             "beat": [python, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO"],
         }
         procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603

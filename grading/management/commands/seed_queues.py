@@ -18,7 +18,9 @@ class Command(BaseCommand):
             name, _, mode = item.partition(":")
             mode = mode or QueueMode.PULL
             if mode not in QueueMode.values:
-                raise CommandError(f"GRADEQUEUE_QUEUES: {item!r} has unknown mode {mode!r} ({', '.join(QueueMode.values)})")
+                raise CommandError(
+                    f"GRADEQUEUE_QUEUES: {item!r} has unknown mode {mode!r} ({', '.join(QueueMode.values)})"
+                )
             _, was_created = Queue.objects.get_or_create(name=name.strip(), defaults={"mode": mode})
             if was_created:
                 created.append(name)

@@ -13,6 +13,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         counts = schedule.sync()
-        self.stdout.write(
-            "Periodic tasks: {created} created, {updated} updated, {disabled} disabled".format(**counts)
-        )
+        self.stdout.write("Periodic tasks: {created} created, {updated} updated, {disabled} disabled".format(**counts))

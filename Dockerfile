@@ -1,0 +1,29 @@
+# gradequeue: one image for every service of docker-compose.yml (web, worker, beat, flower, migrate).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app \
+    GRADEQUEUE_VAR_DIR=/app/var
+
+WORKDIR /app
+RUN groupadd --system --gid 10001 gradequeue \
+    && useradd --system --uid 10001 --gid gradequeue --home-dir /app --shell /usr/sbin/nologin gradequeue
+
+# Dependencies first, so that a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+COPY celery_app.py manage.py ./
+COPY config ./config
+COPY grading ./grading
+COPY tasks ./tasks
+RUN pip install . \
+    && DJANGO_SECRET_KEY=build-only GRADEQUEUE_DEV=1 python manage.py collectstatic --noinput \
+    && mkdir -p /app/var/media \
+    && chown -R gradequeue:gradequeue /app/var
+
+USER gradequeue
+EXPOSE 8000
+# The web service; docker-compose.yml gives the worker, beat, flower and migrate services their own command.
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--access-logfile", "-"]

@@ -1,0 +1,91 @@
+"""Password checks that answer within xqueue-watcher's 1-second request timeout.
+
+Django's default hasher (PBKDF2, a million rounds) takes 0.3-0.6 s on a 2-core machine, and more under load;
+a watcher whose login misses its 1 s timeout dies with its thread. Graders log in again and again with the
+same credentials, so after one full check this backend remembers, for a while, a keyed digest of the
+credentials together with the account's current password hash. A changed password or a deactivated account
+no longer matches; the cache never holds the password itself.
+
+Every request of a polling grader also loads its account from the session (``get_user``). That is served from
+the cache too (Redis in production, and for a few seconds from the process itself, ``grading.localcache``)
+instead of a query per request; saving or deleting the account forgets the entry at once, and Django still
+checks the session's password hash against it, so a password change logs the account's sessions out as before.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
+from django.core.cache import cache
+
+from grading import localcache
+from grading.conf import setting
+
+
+def _key(username: str, password: str) -> str:
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"{username}\0{password}".encode(), hashlib.sha256)
+    return "gradequeue:credentials:" + digest.hexdigest()
+
+
+class CachedCredentialsBackend(ModelBackend):
+    def authenticate(
+        self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> Any:
+        if username is None or password is None:
+            return None
+        key = _key(username, password)
+        remembered = cache.get(key)
+        if remembered is not None:
+            user_id, password_hash = remembered
+            user = get_user_model()._default_manager.filter(pk=user_id).first()
+            if (
+                user is not None
+                and hmac.compare_digest(user.password, password_hash)
+                and self.user_can_authenticate(user)
+            ):
+                return user
+            cache.delete(key)
+        user = super().authenticate(request, username=username, password=password, **kwargs)
+        if user is not None:
+            cache.set(key, (user.pk, user.password), timeout=int(setting("LOGIN_CACHE_SECONDS")))
+        return user
+
+    def get_user(self, user_id: Any) -> Any:
+        ttl = float(setting("ACCESS_CACHE_SECONDS"))
+        key = _user_key(user_id)
+        user = localcache.get(key)
+        if user is None and ttl > 0:
+            user = cache.get(key)
+            if user is not None:
+                localcache.put(key, user)
+        if user is not None:
+            # A copy: the request may change its user (last_login); the cached one stays as stored.
+            return copy.copy(user) if self.user_can_authenticate(user) else None
+        user = super().get_user(user_id)
+        if user is not None and ttl > 0:
+            cache.set(key, user, ttl)
+            localcache.put(key, copy.copy(user))
+        return user
+
+
+def _user_key(user_id: Any) -> str:
+    return f"gradequeue:user:{user_id}"
+
+
+def _forget_user(sender: Any, instance: Any, **kwargs: Any) -> None:
+    localcache.forget(_user_key(instance.pk))
+    cache.delete(_user_key(instance.pk))
+
+
+def connect_signals() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    user_model = get_user_model()
+    post_save.connect(_forget_user, sender=user_model, dispatch_uid="gradequeue-auth-user-save")
+    post_delete.connect(_forget_user, sender=user_model, dispatch_uid="gradequeue-auth-user-delete")

@@ -1,0 +1,47 @@
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from grading import retention
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete finished submissions (delivered, superseded, cancelled; dead letters only with "
+        "--include-dead-letter) that last changed more than --older-than-days ago, with their events "
+        "and stored files. Example: manage.py purge_submissions --older-than-days 90"
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than-days",
+            type=float,
+            required=True,
+            metavar="DAYS",
+            help="Only submissions whose last change is older than this",
+        )
+        parser.add_argument("--batch", type=int, default=500, help="Rows deleted per transaction (default 500)")
+        parser.add_argument(
+            "--include-dead-letter", action="store_true", help="Also delete dead letters: grades the LMS never received"
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Only count what would be deleted")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["older_than_days"] < 0:
+            raise CommandError("--older-than-days must not be negative")
+        if opts["batch"] < 1:
+            raise CommandError("--batch must be at least 1")
+        report = retention.purge(
+            timedelta(days=opts["older_than_days"]),
+            batch=opts["batch"],
+            include_dead_letter=opts["include_dead_letter"],
+            dry_run=opts["dry_run"],
+        )
+        verb = "Would delete" if opts["dry_run"] else "Deleted"
+        self.stdout.write(f"{verb} {report.submissions} submission(s) and {report.files} stored file(s).")
+        if report.kept:
+            raise CommandError(
+                f"Kept {len(report.kept)} submission(s) whose stored files could not be deleted "
+                f"(the next run tries again): " + ", ".join(str(pk) for pk in report.kept[:20])
+            )

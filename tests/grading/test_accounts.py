@@ -1,0 +1,160 @@
+"""Accounts: failed logins throttled per account and per address, sessions expire, API accounts stay out
+of the admin, passwords use Django's default hasher, keys are unguessable."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.conf import global_settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from grading import lifecycle
+from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, submit
+
+THROTTLED = re.compile(r"^Too many failed logins; try again in (\d+) seconds$")
+
+
+def login(username: str, password: str, address: str = "10.0.0.1", **extra: Any) -> dict[str, Any]:
+    response = Client(REMOTE_ADDR=address).post("/xqueue/login/", {"username": username, "password": password}, **extra)
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+@pytest.fixture
+def limits(settings: Any) -> None:
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "LOGIN_FAILURES_PER_ACCOUNT": 3,
+        "LOGIN_FAILURES_PER_ADDRESS": 5,
+        "LOGIN_THROTTLE_SECONDS": 600,
+    }
+
+
+def wrong(username: str, address: str = "10.0.0.1") -> None:
+    assert login(username, "wrong-password", address) == {"return_code": 1, "content": "Incorrect login credentials"}
+
+
+def test_an_account_is_throttled_after_repeated_failures_from_any_address(lms_user: Any, limits: None) -> None:
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        wrong("lms", address)
+    reply = login("lms", LMS_PASSWORD, "10.0.0.4")  # even the right password, from a fresh address
+    assert reply["return_code"] == 1
+    match = THROTTLED.match(reply["content"])
+    assert match and 590 <= int(match.group(1)) <= 600
+    # Other accounts are not affected.
+    assert login("grader", GRADER_PASSWORD, "10.0.0.4") == {"return_code": 1, "content": "Incorrect login credentials"}
+
+
+def test_the_account_throttle_ends_by_itself(lms_user: Any, limits: None) -> None:
+    for _ in range(3):
+        wrong("lms")
+    with time_machine.travel(timezone.now() + timedelta(seconds=300)):
+        match = THROTTLED.match(login("lms", LMS_PASSWORD)["content"])
+        assert match and 295 <= int(match.group(1)) <= 300
+    with time_machine.travel(timezone.now() + timedelta(seconds=601)):
+        assert login("lms", LMS_PASSWORD) == {"return_code": 0, "content": "Logged in"}
+
+
+def test_user_name_case_does_not_dodge_the_account_throttle(lms_user: Any, limits: None) -> None:
+    for name in ("lms", "LMS", " Lms"):
+        wrong(name)
+    assert THROTTLED.match(login("lms", LMS_PASSWORD)["content"])
+
+
+def test_an_address_is_throttled_after_failures_across_accounts(lms_user: Any, grader_user: Any, limits: None) -> None:
+    for i in range(5):
+        wrong(f"guess{i}", "10.9.9.9")
+    assert THROTTLED.match(login("grader", GRADER_PASSWORD, "10.9.9.9")["content"])
+    assert login("grader", GRADER_PASSWORD, "10.9.9.8") == {"return_code": 0, "content": "Logged in"}
+
+
+def test_a_successful_login_clears_the_account_counter_but_not_the_address_counter(lms_user: Any, limits: None) -> None:
+    wrong("lms")
+    wrong("lms")
+    assert login("lms", LMS_PASSWORD)["return_code"] == 0
+    wrong("lms")
+    wrong("lms")
+    assert login("lms", LMS_PASSWORD)["return_code"] == 0  # 2 + 2 failures, never 3 in a row
+    wrong("lms")  # the address's fifth failure
+    assert THROTTLED.match(login("lms", LMS_PASSWORD)["content"])
+
+
+def test_behind_a_proxy_the_last_forwarded_address_counts(lms_user: Any, limits: None, settings: Any) -> None:
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "LOGIN_CLIENT_ADDRESS_HEADER": "X-Forwarded-For",
+        "LOGIN_FAILURES_PER_ACCOUNT": 100,
+    }
+    for i in range(5):
+        # The client forges the first entry each time; the proxy's last entry is the real address.
+        assert login("lms", "nope", "10.0.0.1", HTTP_X_FORWARDED_FOR=f"1.1.1.{i}, 203.0.113.7")["return_code"] == 1
+    assert THROTTLED.match(
+        login("lms", LMS_PASSWORD, "10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.99, 203.0.113.7")["content"]
+    )
+    assert login("lms", LMS_PASSWORD, "10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.8")["return_code"] == 0
+
+
+def test_sessions_expire(lms_client: Client, queue: Any, settings: Any) -> None:
+    assert lms_client.get("/xqueue/get_queuelen/?queue_name=test-123").status_code == 200
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE + 1)):
+        response = lms_client.get("/xqueue/get_queuelen/?queue_name=test-123")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/xqueue/login/")
+
+
+@pytest.mark.parametrize("account", ["lms", "grader"])
+def test_api_accounts_cannot_reach_the_admin(lms_user: Any, grader_user: Any, account: str) -> None:
+    password = LMS_PASSWORD if account == "lms" else GRADER_PASSWORD
+    client = Client()
+    assert json.loads(client.post("/xqueue/login/", {"username": account, "password": password}).content) == {
+        "return_code": 0,
+        "content": "Logged in",
+    }
+    response = client.get("/admin/")
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert client.get("/admin/grading/submission/").status_code == 302
+    # Nor can they log in through the admin's own form.
+    page = client.post("/admin/login/?next=/admin/", {"username": account, "password": password})
+    assert page.status_code == 200 and b"staff account" in page.content
+    assert client.get("/admin/").status_code == 302
+
+
+def test_staff_reach_the_admin(db: Any) -> None:
+    get_user_model().objects.create_superuser("ops", password="ops-password-1")
+    client = Client()
+    client.login(username="ops", password="ops-password-1")
+    assert client.get("/admin/").status_code == 200
+
+
+def test_accounts_are_created_without_staff_rights_and_with_djangos_default_hasher(queue: Any, settings: Any) -> None:
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
+    call_command("create_account", "watcher1", role="grader", queue=["test-123"], password="pw-long-enough-1")
+    user = get_user_model().objects.get(username="watcher1")
+    assert not user.is_staff and not user.is_superuser
+    assert user.password.startswith("pbkdf2_sha256$")
+    assert user.check_password("pw-long-enough-1")
+
+
+def test_the_project_keeps_djangos_default_password_hashers() -> None:
+    import config.settings as project_settings
+
+    assert "PASSWORD_HASHERS" not in vars(project_settings)
+
+
+def test_lease_keys_are_long_random_and_never_repeat(queue: Any, lms_user: Any, grader_user: Any) -> None:
+    keys = set()
+    for i in range(20):
+        submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/cb/{i}")
+        lease = lifecycle.lease_next(queue, grader_user)
+        assert lease is not None
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", lease.key)  # 32 bytes from secrets
+        keys.add(lease.key)
+    assert len(keys) == 20

@@ -1,0 +1,206 @@
+"""The lifecycle module: the transition map edge by edge, leases, results, reclaiming, scoring."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from grading import lifecycle
+from grading.lifecycle import TRANSITIONS, InvalidTransition, ResultOutcome
+from grading.models import Status, Submission
+from tests.conftest import submit
+from tests.xqclient import grade
+
+ALL_EDGES = [(a, b) for a in Status for b in Status]
+
+
+@pytest.mark.parametrize(("source", "target"), ALL_EDGES, ids=[f"{a}->{b}" for a, b in ALL_EDGES])
+@pytest.mark.django_db
+def test_transition_map_edge(queue: Any, lms_user: Any, source: Status, target: Status) -> None:
+    submission = submit(queue, lms_user)
+    Submission.objects.filter(pk=submission.pk).update(status=source)
+    if target in TRANSITIONS[source]:
+        assert lifecycle.transition(submission.pk, source, target, reason="test", actor="test")
+        submission.refresh_from_db()
+        assert submission.status == target
+        event = submission.events.last()
+        assert (event.from_status, event.to_status, event.reason, event.actor) == (
+            source,
+            target,
+            "test",
+            "test",
+        )
+    else:
+        with pytest.raises(InvalidTransition):
+            lifecycle.transition(submission.pk, source, target, reason="test", actor="test")
+        submission.refresh_from_db()
+        assert submission.status == source
+
+
+def test_the_map_names_every_status_and_terminal_states_lead_nowhere() -> None:
+    assert set(TRANSITIONS) == set(Status)
+    assert TRANSITIONS[Status.SUPERSEDED] == frozenset()
+    assert TRANSITIONS[Status.CANCELLED] == frozenset()
+
+
+@pytest.mark.django_db
+def test_transition_from_a_stale_state_changes_nothing(queue: Any, lms_user: Any) -> None:
+    submission = submit(queue, lms_user)
+    assert not lifecycle.transition(submission.pk, Status.PULLED, Status.QUEUED, reason="x", actor="x")
+    assert submission.events.count() == 1
+
+
+@pytest.mark.django_db
+def test_lease_goes_oldest_first_and_each_lease_has_a_new_key(queue: Any, lms_user: Any, grader_user: Any) -> None:
+    first = submit(queue, lms_user, callback_url="http://127.0.0.1:9/a")
+    second = submit(queue, lms_user, callback_url="http://127.0.0.1:9/b")
+    one = lifecycle.lease_next(queue, grader_user)
+    two = lifecycle.lease_next(queue, grader_user)
+    assert (one.submission_id, two.submission_id) == (first.pk, second.pk)
+    assert one.key != two.key
+    assert lifecycle.lease_next(queue, grader_user) is None
+
+
+@pytest.mark.django_db
+def test_expired_lease_is_handed_out_again_with_a_new_key_and_old_key_is_refused(
+    queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    submission = submit(queue, lms_user)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        old = lifecycle.lease_next(queue, grader_user)
+        clock.shift(timedelta(seconds=301))
+        assert lifecycle.reclaim_expired() == {"requeued": 1, "failed": 0}
+        new = lifecycle.lease_next(queue, grader_user)
+    assert new.submission_id == submission.pk
+    assert new.key != old.key
+    assert new.attempt == 2
+    ids = [queue.pk]
+    assert lifecycle.accept_result(submission.pk, old.key, grade(), grader_user, ids) is ResultOutcome.WRONG_KEY
+    assert lifecycle.accept_result(submission.pk, new.key, grade(), grader_user, ids) is ResultOutcome.ACCEPTED
+
+
+@pytest.mark.django_db
+def test_result_after_the_lease_expired_is_refused_even_before_reclaim(
+    queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    submission = submit(queue, lms_user)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        lease = lifecycle.lease_next(queue, grader_user)
+        clock.shift(timedelta(seconds=300))
+        outcome = lifecycle.accept_result(submission.pk, lease.key, grade(), grader_user, [queue.pk])
+    assert outcome is ResultOutcome.WRONG_KEY
+
+
+@pytest.mark.django_db
+def test_per_queue_lease_length_overrides_the_default(queue: Any, lms_user: Any, grader_user: Any) -> None:
+    queue.lease_seconds = 30
+    queue.save()
+    submit(queue, lms_user)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        lifecycle.lease_next(queue, grader_user)
+        clock.shift(timedelta(seconds=29))
+        assert lifecycle.reclaim_expired()["requeued"] == 0
+        clock.shift(timedelta(seconds=2))
+        assert lifecycle.reclaim_expired()["requeued"] == 1
+
+
+@pytest.mark.django_db
+def test_lease_expiring_max_attempts_times_fails_with_notice(queue: Any, lms_user: Any, grader_user: Any) -> None:
+    submission = submit(queue, lms_user)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for _ in range(3):
+            assert lifecycle.lease_next(queue, grader_user) is not None
+            clock.shift(timedelta(seconds=301))
+            lifecycle.reclaim_expired()
+    submission.refresh_from_db()
+    assert submission.status == Status.FAILED
+    assert submission.attempts == 3
+    assert json.loads(submission.lms_body)["correct"] is None
+    assert "could not be graded" in json.loads(submission.lms_body)["msg"]
+    assert lifecycle.lease_next(queue, grader_user) is None
+    reasons = list(submission.events.values_list("to_status", "reason"))
+    assert reasons[-1] == ("failed", "lease_expired")
+    assert reasons.count(("queued", "lease_expired")) == 2
+
+
+@pytest.mark.django_db
+def test_reclaim_does_not_touch_a_row_leased_again_meanwhile(queue: Any, lms_user: Any, grader_user: Any) -> None:
+    submission = submit(queue, lms_user)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        lifecycle.lease_next(queue, grader_user)
+        clock.shift(timedelta(seconds=301))
+        lifecycle.reclaim_expired()
+        fresh = lifecycle.lease_next(queue, grader_user)
+        assert lifecycle.reclaim_expired() == {"requeued": 0, "failed": 0}
+    submission.refresh_from_db()
+    assert submission.lease_key == fresh.key
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ("not json", "not JSON"),
+        ("[1]", "not a JSON object"),
+        (json.dumps({"correct": True, "score": 1}), "lacks msg"),
+        (json.dumps({"correct": "yes", "score": 1, "msg": ""}), "'correct'"),
+        (json.dumps({"correct": True, "score": "1", "msg": ""}), "'score'"),
+        (json.dumps({"correct": True, "score": True, "msg": ""}), "'score'"),
+        (json.dumps({"correct": True, "score": 1, "msg": 5}), "'msg'"),
+    ],
+)
+@pytest.mark.django_db
+def test_unusable_reply_fails_with_reason_and_notice(
+    queue: Any, lms_user: Any, grader_user: Any, reply: str, problem: str
+) -> None:
+    submission = submit(queue, lms_user)
+    lease = lifecycle.lease_next(queue, grader_user)
+    lifecycle.accept_result(submission.pk, lease.key, reply, grader_user, [queue.pk])
+    assert lifecycle.score_result(submission.pk)
+    submission.refresh_from_db()
+    assert submission.status == Status.FAILED
+    assert problem in submission.failure_reason
+    assert submission.lms_body == lifecycle.not_graded_notice()
+    assert submission.grader_reply == reply
+
+
+@pytest.mark.django_db
+def test_usable_reply_is_graded_verbatim_and_scoring_twice_is_a_no_op(
+    queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    submission = submit(queue, lms_user)
+    lease = lifecycle.lease_next(queue, grader_user)
+    lifecycle.accept_result(submission.pk, lease.key, grade(False, 0.5), grader_user, [queue.pk])
+    assert lifecycle.score_result(submission.pk)
+    assert not lifecycle.score_result(submission.pk)
+    submission.refresh_from_db()
+    assert submission.status == Status.GRADED
+    assert submission.lms_body == grade(False, 0.5)
+
+
+def test_backoff_grows_exponentially_within_jitter_and_is_capped(settings: Any) -> None:
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "DELIVERY_BACKOFF_BASE": 2.0, "DELIVERY_BACKOFF_CAP": 60.0}
+    for attempt, ceiling in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 32), (6, 60), (20, 60)]:
+        for _ in range(50):
+            assert ceiling / 2 <= lifecycle.backoff_delay(attempt) <= ceiling
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [
+        (None, True),
+        (500, True),
+        (503, True),
+        (429, True),
+        (408, True),
+        (404, False),
+        (400, False),
+        (302, False),
+    ],
+)
+def test_transient_delivery_failures(status: int | None, transient: bool) -> None:
+    assert lifecycle.is_transient(status) is transient

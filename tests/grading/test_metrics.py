@@ -1,0 +1,171 @@
+"""The Prometheus endpoint after a scripted run of submissions through the real lifecycle and delivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from grading import delivery, lifecycle
+from grading.models import Queue, Status, Submission
+from tests.conftest import submit
+from tests.lms import FakeLMS
+from tests.xqclient import grade
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC)
+
+
+def scrape(client: Client | None = None, **extra: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = (client or Client()).get("/metrics", **extra)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def lease_and_answer(queue: Queue, grader: Any, reply: str) -> int:
+    lease = lifecycle.lease_next(queue, grader)
+    assert lease is not None
+    assert (
+        lifecycle.accept_result(lease.submission_id, lease.key, reply, grader, [queue.pk])
+        == lifecycle.ResultOutcome.ACCEPTED
+    )
+    return lease.submission_id
+
+
+@pytest.fixture
+def scripted_run(
+    queue: Queue, other_queue: Queue, lms_user: Any, grader_user: Any, fake_lms: FakeLMS, settings: Any
+) -> dict[str, int]:
+    """Two queues through a morning of grading, at fixed times.
+
+    test-123: one graded and delivered (10 s to grade, 0.5 s to deliver), one whose lease expired and which
+    is leased again, one waiting. other-queue: one graded whose delivery failed twice (500, then 404: dead
+    letter), one with an unusable grader reply (failed, notice not yet delivered).
+    """
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "LEASE_SECONDS": 60, "MAX_ATTEMPTS": 3}
+    from grading.models import QueueGrant, Role
+
+    QueueGrant.objects.create(user=lms_user, queue=other_queue, role=Role.LMS)
+    QueueGrant.objects.create(user=grader_user, queue=other_queue, role=Role.GRADER)
+    fake_lms.script = [200, 500, 404]
+    with time_machine.travel(T0, tick=False) as clock:
+        delivered = submit(queue, lms_user, fake_lms.callback_url(1, "a"))
+        expired = submit(queue, lms_user, fake_lms.callback_url(2, "a"))
+        waiting = submit(queue, lms_user, fake_lms.callback_url(3, "a"))
+        dead = submit(other_queue, lms_user, fake_lms.callback_url(4, "b"))
+        failed = submit(other_queue, lms_user, fake_lms.callback_url(5, "b"))
+
+        clock.shift(10)
+        assert lease_and_answer(queue, grader_user, grade(True, 1.0)) == delivered.pk
+        assert lifecycle.score_result(delivered.pk)
+        clock.shift(0.5)
+        assert delivery.deliver(delivered.pk) == lifecycle.DeliveryOutcome.DELIVERED
+
+        assert lifecycle.lease_next(queue, grader_user).submission_id == expired.pk
+        clock.shift(61)
+        assert lifecycle.reclaim_expired() == {"requeued": 1, "failed": 0}
+        # FIFO: the requeued submission is the oldest, so it is leased again; the third keeps waiting.
+        assert lifecycle.lease_next(queue, grader_user).submission_id == expired.pk
+
+        assert lease_and_answer(other_queue, grader_user, grade(False, 0.0)) == dead.pk
+        assert lifecycle.score_result(dead.pk)
+        assert delivery.deliver(dead.pk) == lifecycle.DeliveryOutcome.RETRY
+        clock.shift(5)  # past the first back-off (at most 2 s)
+        assert delivery.deliver(dead.pk) == lifecycle.DeliveryOutcome.DEAD
+
+        assert lease_and_answer(other_queue, grader_user, "not json") == failed.pk
+        assert lifecycle.score_result(failed.pk)
+    assert Submission.objects.get(pk=failed.pk).status == Status.FAILED
+    return {
+        "delivered": delivered.pk,
+        "expired": expired.pk,
+        "waiting": waiting.pk,
+        "dead": dead.pk,
+        "failed": failed.pk,
+    }
+
+
+def test_metrics_report_per_queue_depth_failures_and_dead_letters(scripted_run: dict[str, int]) -> None:
+    now = T0 + timedelta(minutes=30)
+    with time_machine.travel(now, tick=False):
+        samples = scrape()
+    assert value(samples, "gradequeue_queue_waiting", queue="test-123") == 1
+    assert value(samples, "gradequeue_queue_leased", queue="test-123") == 1
+    assert value(samples, "gradequeue_queue_failed", queue="test-123") == 0
+    assert value(samples, "gradequeue_queue_dead_letter", queue="test-123") == 0
+    assert value(samples, "gradequeue_queue_waiting", queue="other-queue") == 0
+    assert value(samples, "gradequeue_queue_failed", queue="other-queue") == 1
+    assert value(samples, "gradequeue_queue_dead_letter", queue="other-queue") == 1
+    assert value(samples, "gradequeue_queue_oldest_waiting_age_seconds", queue="test-123") == 1800
+    assert value(samples, "gradequeue_queue_oldest_waiting_age_seconds", queue="other-queue") == 0
+    assert value(samples, "gradequeue_submissions", queue="test-123", status="delivered") == 1
+    assert value(samples, "gradequeue_submissions", queue="other-queue", status="dead_letter") == 1
+
+
+def test_metrics_count_expired_leases_and_lms_delivery_attempts_and_failures(scripted_run: dict[str, int]) -> None:
+    samples = scrape()
+    assert value(samples, "gradequeue_leases_expired_total", queue="test-123") == 1
+    assert value(samples, "gradequeue_leases_expired_total", queue="other-queue") == 0
+    assert value(samples, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 1
+    assert value(samples, "gradequeue_lms_delivery_failures_total", queue="test-123") == 0
+    assert value(samples, "gradequeue_lms_delivery_attempts_total", queue="other-queue") == 2
+    assert value(samples, "gradequeue_lms_delivery_failures_total", queue="other-queue") == 2
+
+
+def test_metrics_histograms_measure_submit_to_graded_and_graded_to_delivered(scripted_run: dict[str, int]) -> None:
+    samples = scrape()
+    graded = "gradequeue_submit_to_graded_seconds"
+    # test-123: one grade, 10 s after its submission.
+    assert value(samples, f"{graded}_count", queue="test-123") == 1
+    assert value(samples, f"{graded}_sum", queue="test-123") == pytest.approx(10.0)
+    assert value(samples, f"{graded}_bucket", queue="test-123", le="5.0") == 0
+    assert value(samples, f"{graded}_bucket", queue="test-123", le="15.0") == 1
+    assert value(samples, f"{graded}_bucket", queue="test-123", le="+Inf") == 1
+    # other-queue: the dead letter was graded 71.5 s after submission, the failure 76.5 s.
+    assert value(samples, f"{graded}_count", queue="other-queue") == 2
+    assert value(samples, f"{graded}_sum", queue="other-queue") == pytest.approx(148.0)
+    assert value(samples, f"{graded}_bucket", queue="other-queue", le="60.0") == 0
+    assert value(samples, f"{graded}_bucket", queue="other-queue", le="120.0") == 2
+
+    delivered = "gradequeue_graded_to_delivered_seconds"
+    assert value(samples, f"{delivered}_count", queue="test-123") == 1
+    assert value(samples, f"{delivered}_sum", queue="test-123") == pytest.approx(0.5)
+    assert value(samples, f"{delivered}_bucket", queue="test-123", le="0.1") == 0
+    assert value(samples, f"{delivered}_bucket", queue="test-123", le="0.5") == 1
+    assert value(samples, f"{delivered}_count", queue="other-queue") == 0
+
+
+def test_metrics_are_refused_to_an_address_outside_the_allow_list_without_a_token(queue: Queue) -> None:
+    response = Client().get("/metrics", REMOTE_ADDR="10.1.2.3")
+    assert response.status_code == 403
+    assert b"gradequeue_" not in response.content
+
+
+def test_metrics_accept_the_configured_bearer_token_from_any_address(queue: Queue, settings: Any) -> None:
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "METRICS_TOKEN": "s3cret-token", "METRICS_ALLOWED_NETWORKS": []}
+    assert Client().get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 403
+    wrong = Client().get("/metrics", REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION="Bearer nope")
+    assert wrong.status_code == 403
+    assert wrong["WWW-Authenticate"].startswith("Bearer")
+    samples = scrape(REMOTE_ADDR="10.1.2.3", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert value(samples, "gradequeue_queue_waiting", queue="test-123") == 0
+
+
+def test_metrics_allow_list_takes_networks(queue: Queue, settings: Any) -> None:
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "METRICS_ALLOWED_NETWORKS": ["10.0.0.0/8"]}
+    assert Client().get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
