@@ -12,6 +12,7 @@ Usage: run.py [--quick] [--runs N] [--only gradequeue,edx,...] [--workloads drai
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -37,7 +38,15 @@ HOST = "127.0.0.1"
 PORTS = {"gradequeue": 28141, "edx": 28142, "constant": 28143}
 CALLBACK_PORT = 28149
 MAX_GRADERS = 16
-TEMPLATE_VERSION = "bench-template-v2"
+
+
+def _schema_tag() -> str:
+    """Changes whenever gradequeue gains a migration, so that seeded templates are rebuilt."""
+    names = sorted(p.name for p in (ROOT / "grading" / "migrations").glob("0*.py"))
+    return hashlib.sha256(" ".join(names).encode()).hexdigest()[:12]
+
+
+TEMPLATE_VERSION = f"bench-template-v3-{_schema_tag()}"
 LABELS = {
     "gradequeue": "gradequeue",
     "edx": "edx-submissions 4.0.2",
@@ -138,6 +147,8 @@ def gq_env(db: str) -> dict[str, str]:
         "CACHE_URL": CACHE,
         "DJANGO_SECRET_KEY": "benchmark-only-secret-key-not-for-deployment",
         "GRADEQUEUE_CELERY_QUEUE": "gradequeue-bench",
+        # The benchmark's LMS listens on the loopback; production settings refuse callbacks anywhere unlisted.
+        "GRADEQUEUE_CALLBACK_HOSTS": "127.0.0.1",
         "GRADEQUEUE_DEV": "0",
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         "GUNICORN_BIND": f"{HOST}:{PORTS['gradequeue']}",
