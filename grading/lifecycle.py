@@ -535,25 +535,42 @@ def score_result(submission_id: int, *, actor: str = "system:scoring") -> bool:
             next_delivery_at=now,
             delivery_started_at=None,
         )
-    return transition(
+    # The lease key stays: a grader re-sending the same reply is then recognised as a duplicate.
+    return fail(
         submission_id,
         Status.RETURNED,
-        Status.FAILED,
         reason="invalid_reply",
+        why=f"grader reply: {problem}",
         actor=actor,
-        now=now,
         details={"problem": problem},
-        lms_body=not_graded_notice(),
-        failure_reason=f"grader reply: {problem}",
-        graded_at=now,
-        next_delivery_at=now,
-        delivery_started_at=None,
+        now=now,
+        clear_lease=False,
     )
 
 
-def fail(submission_id: int, from_status: str, *, reason: str, why: str, actor: str) -> bool:
+def fail(
+    submission_id: int,
+    from_status: str,
+    *,
+    reason: str,
+    why: str,
+    actor: str,
+    details: dict[str, Any] | None = None,
+    where: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    clear_lease: bool = True,
+) -> bool:
     """Give up grading: the LMS will be sent the "could not be graded" notice."""
-    now = timezone.now()
+    now = now or timezone.now()
+    updates: dict[str, Any] = {
+        "lms_body": not_graded_notice(),
+        "failure_reason": why,
+        "graded_at": now,
+        "next_delivery_at": now,
+        "delivery_started_at": None,
+    }
+    if clear_lease:
+        updates["lease_key"] = ""
     return transition(
         submission_id,
         from_status,
@@ -561,13 +578,9 @@ def fail(submission_id: int, from_status: str, *, reason: str, why: str, actor: 
         reason=reason,
         actor=actor,
         now=now,
-        details={"why": why},
-        lms_body=not_graded_notice(),
-        failure_reason=why,
-        graded_at=now,
-        next_delivery_at=now,
-        delivery_started_at=None,
-        lease_key="",
+        details={"why": why, **(details or {})},
+        where=where,
+        **updates,
     )
 
 
@@ -598,21 +611,15 @@ def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) ->
         where = {"lease_key": key, "lease_expires_at__lte": now}
         if attempts >= limit:
             why = f"no result after {attempts} lease(s)"
-            if transition(
+            if fail(
                 pk,
                 Status.PULLED,
-                Status.FAILED,
                 reason="lease_expired",
+                why=why,
                 actor="system:reclaim",
-                now=now,
+                details={"attempt": attempts},
                 where=where,
-                details={"attempt": attempts, "why": why},
-                lms_body=not_graded_notice(),
-                failure_reason=why,
-                graded_at=now,
-                next_delivery_at=now,
-                delivery_started_at=None,
-                lease_key="",
+                now=now,
             ):
                 counts["failed"] += 1
         elif transition(
@@ -902,20 +909,4 @@ def release_lease(submission_id: int, key: str, *, reason: str, actor: str, why:
 
 def fail_lease(submission_id: int, key: str, *, reason: str, why: str, actor: str) -> bool:
     """Like ``fail``, for a leased submission, and only while ``key`` is still its lease."""
-    now = timezone.now()
-    return transition(
-        submission_id,
-        Status.PULLED,
-        Status.FAILED,
-        reason=reason,
-        actor=actor,
-        now=now,
-        details={"why": why},
-        where={"lease_key": key},
-        lms_body=not_graded_notice(),
-        failure_reason=why,
-        graded_at=now,
-        next_delivery_at=now,
-        delivery_started_at=None,
-        lease_key="",
-    )
+    return fail(submission_id, Status.PULLED, reason=reason, why=why, actor=actor, where={"lease_key": key})
