@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from grading import access, callbacks, files, lifecycle, throttle
 from grading.api.envelope import fail, ok
 from grading.conf import setting
-from grading.models import Role
+from grading.models import QueueMode, Role
 
 LOGIN_URL = "/xqueue/login/"
 
@@ -192,6 +192,9 @@ class GetSubmissionView(XQueueView):
         queue = access.queue_for(request.user, name, Role.GRADER)
         if queue is None:
             return fail(f"Queue '{name}' not found")
+        if queue.mode != QueueMode.PULL:
+            # Its dispatcher hands work out (within the queue's in-flight cap): nothing here to pull.
+            return fail(f"Queue '{name}' is empty")
         lease = lifecycle.lease_next(queue, request.user)
         if lease is None:
             return fail(f"Queue '{name}' is empty")

@@ -406,3 +406,15 @@ def test_unknown_methods_get_an_envelope_not_an_error(grader_client: Client, met
         response = getattr(grader_client, method)(path)
         assert response.status_code == 200
         assert json.loads(response.content)["return_code"] in (0, 1)
+
+
+@pytest.mark.parametrize("mode", ["celery", "http"])
+def test_polling_a_push_mode_queue_finds_it_empty_and_leases_nothing(
+    grader_client: Client, queue: Any, lms_user: Any, mode: str
+) -> None:
+    submit(queue, lms_user, callback_url=CALLBACK)
+    queue.mode = mode
+    queue.save()
+    reply = envelope(grader_client.get("/xqueue/get_submission/?queue_name=test-123"))
+    assert reply == {"return_code": 1, "content": "Queue 'test-123' is empty"}
+    assert Submission.objects.get().status == Status.QUEUED
