@@ -96,6 +96,7 @@ def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[
     The worker's threads use the test database; tests that need it are ``transaction=True`` so that what
     they commit is visible to it. Module scope lets other modules run workers of their own (subprocesses).
     """
+    from celery import signals
     from celery.contrib.testing.worker import start_worker
 
     from celery_app import app
@@ -104,10 +105,34 @@ def celery_worker_app(django_db_setup: Any, django_db_blocker: Any) -> Iterator[
         app.control.purge()
     # With AMQP heartbeats on, stopping the worker waits for the next heartbeat tick (~10 s).
     app.conf.broker_heartbeat = 0
-    with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15
-    ):
-        yield app
+    # The worker's threads keep their database connections, as in production; note their server processes,
+    # so that they can be ended with the worker (else the test database could not be dropped at the end).
+    backends: set[int] = set()
+
+    def note_backend(**_: Any) -> None:
+        import threading
+
+        from django.db import connection
+
+        if threading.current_thread() is threading.main_thread():
+            return
+        if connection.vendor == "postgresql" and connection.connection is not None:
+            backends.add(connection.connection.info.backend_pid)
+
+    signals.task_postrun.connect(note_backend, weak=False)
+    try:
+        with start_worker(
+            app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15
+        ):
+            yield app
+    finally:
+        signals.task_postrun.disconnect(note_backend)
+        if backends:
+            with django_db_blocker.unblock():
+                from django.db import connection
+
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(backends)])
 
 
 def fast_pipeline(settings: Any, **overrides: Any) -> None:
