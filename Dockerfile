@@ -26,4 +26,4 @@ RUN pip install . \
 USER gradequeue
 EXPOSE 8000
 # The web service; docker-compose.yml gives the worker, beat, flower and migrate services their own command.
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "-c", "config/gunicorn.conf.py", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "config.wsgi"]

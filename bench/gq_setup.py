@@ -30,21 +30,21 @@ WITH subs AS (
     INSERT INTO grading_submission
         (queue_id, status, lms_header, lms_callback_url, callback_hash, lms_key, body, files, submitted_by_id,
          created_at, updated_at, lease_key, attempts, grader_reply, lms_body, failure_reason, delivery_attempts)
-    SELECT %(queue_id)s, 'queued',
-           json_build_object('lms_callback_url', url, 'lms_key', 'key-' || n, 'queue_name', %(queue)s)::text,
+    SELECT %(queue_id)s::bigint, 'queued',
+           json_build_object('lms_callback_url', url, 'lms_key', 'key-' || n, 'queue_name', %(queue)s::text)::text,
            url, encode(sha256(convert_to(url, 'UTF8')), 'hex'), 'key-' || n,
            json_build_object(
                'grader_payload', '{"grader": "bench.py"}',
                'student_info', '{"anonymous_student_id": "bench", "submission_time": "20261125000000"}',
                'student_response', n::text)::text,
-           '{}'::jsonb, %(lms_id)s, now(), now(), '', 0, '', '', '', 0
-    FROM (SELECT n, 'http://127.0.0.1:' || %(port)s || '/cb/' || n AS url
-          FROM generate_series(0, %(last)s) AS n) AS numbered
+           '{}'::jsonb, %(lms_id)s::int, now(), now(), '', 0, '', '', '', 0
+    FROM (SELECT n, 'http://127.0.0.1:' || %(port)s::text || '/cb/' || n AS url
+          FROM generate_series(0, %(last)s::int) AS n) AS numbered
     ORDER BY n
     RETURNING id, created_at
 )
 INSERT INTO grading_submissionevent (submission_id, from_status, to_status, reason, actor, created_at, details)
-SELECT id, '', 'queued', 'submitted', 'user:lms', created_at, json_build_object('queue', %(queue)s)::jsonb
+SELECT id, '', 'queued', 'submitted', 'user:lms', created_at, json_build_object('queue', %(queue)s::text)::jsonb
 FROM subs
 """
 

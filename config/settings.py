@@ -46,7 +46,7 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float, minimum: float | None = None) -> float:
+def env_float(name: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -56,6 +56,8 @@ def env_float(name: str, default: float, minimum: float | None = None) -> float:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be at most {maximum}")
     return value
 
 
@@ -144,11 +146,17 @@ else:
     # to a sixth of a grader poll's time under load. Without it, a connection broken by a database restart fails
     # one request per process (answered 500, which graders retry) and is then replaced.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", False)
+    # Parameters bound by the server, and statements run five times on a connection prepared there: the hot
+    # statements (lease, result, scoring) are then planned once per connection instead of once per request,
+    # about a quarter of PostgreSQL's CPU per grade (measured with bench/). After a migration that changes
+    # a table, running processes should be restarted (as any deployment does) so that no stale plan is used.
+    if env_bool("DB_SERVER_SIDE_BINDING", True):
+        DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True, "prepare_threshold": 5})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {"default": {"BACKEND": "grading.rediscache.ReusingRedisCache", "LOCATION": CACHE_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -230,10 +238,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TASK_DEFAULT_QUEUE = env_str("GRADEQUEUE_CELERY_QUEUE", "gradequeue-test" if TESTING else "gradequeue")
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events are what Flower shows; each task then costs up to four more broker messages (sent, received,
+# started, succeeded). Off unless CELERY_TASK_EVENTS=true: workers started with -E (make run, compose) send
+# theirs, and Flower switches them on in running workers by itself (its enable_events option, on by default).
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_TASK_EVENTS", False)
 # Workers and beat log through Django's LOGGING (below), so that LOG_FORMAT=json applies to them too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A publish while the broker is unreachable must fail fast: the row is already committed and the sweep
 # re-enqueues it, so blocking the HTTP request for the default retry period helps nobody.
@@ -250,12 +261,19 @@ GRADEQUEUE = {
     "LEASE_SECONDS": env_int("GRADEQUEUE_LEASE_SECONDS", 300, minimum=1),
     # How many leases a submission gets before it fails and the LMS is told it could not be graded.
     "MAX_ATTEMPTS": env_int("GRADEQUEUE_MAX_ATTEMPTS", 3, minimum=1),
-    # LMS delivery back-off: the n-th retry waits a random time in [0, min(CAP, BASE * 2**n)] ("full
-    # jitter"), and delivery goes on until HORIZON seconds after the first attempt.
+    # LMS delivery back-off: the n-th retry waits a random time in [c/2, c], c = min(CAP, BASE * 2**(n-1))
+    # ("equal jitter"), and delivery goes on until HORIZON seconds after the first attempt.
     "DELIVERY_BACKOFF_BASE": env_float("GRADEQUEUE_DELIVERY_BACKOFF_BASE", 2.0, minimum=0.001),
     "DELIVERY_BACKOFF_CAP": env_float("GRADEQUEUE_DELIVERY_BACKOFF_CAP", 600.0, minimum=0.001),
     "DELIVERY_HORIZON": env_float("GRADEQUEUE_DELIVERY_HORIZON", 6 * 3600.0, minimum=0.0),
     "DELIVERY_TIMEOUT": env_float("GRADEQUEUE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
+    # How long get_submission may wait on an empty queue for a submission to arrive (0: answer "empty" at once).
+    # A grader then gets new work as soon as it is submitted instead of after its next sleep (xqueue-watcher
+    # sleeps 1 s after an empty poll), but each waiting grader holds a web thread meanwhile: keep it well under
+    # the watcher's 1 s request timeout, and the web's threads (workers x threads) above the number of graders.
+    "EMPTY_POLL_WAIT": env_float("GRADEQUEUE_EMPTY_POLL_WAIT", 0.0, minimum=0.0, maximum=0.8),
+    # Replies one scoring run scores with one statement (and then posts to the LMS, several at a time).
+    "SCORE_BATCH": env_int("GRADEQUEUE_SCORE_BATCH", 100, minimum=1),
     # The sweep re-enqueues work whose task message never ran (broker down at commit, worker killed).
     "SWEEP_BATCH": env_int("GRADEQUEUE_SWEEP_BATCH", 500, minimum=1),
     "SWEEP_GRACE_SECONDS": env_float("GRADEQUEUE_SWEEP_GRACE_SECONDS", 30.0, minimum=0.0),

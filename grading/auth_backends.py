@@ -63,15 +63,33 @@ class CachedCredentialsBackend(ModelBackend):
         if user is None and ttl > 0:
             user = cache.get(key)
             if user is not None:
-                localcache.put(key, user)
+                localcache.put(key, _with_fixed_session_hash(user))
         if user is not None:
             # A copy: the request may change its user (last_login); the cached one stays as stored.
             return copy.copy(user) if self.user_can_authenticate(user) else None
         user = super().get_user(user_id)
         if user is not None and ttl > 0:
             cache.set(key, user, ttl)
-            localcache.put(key, copy.copy(user))
+            localcache.put(key, _with_fixed_session_hash(copy.copy(user)))
         return user
+
+
+class _FixedSessionHash:
+    """``get_session_auth_hash`` of one account, computed once (it is an HMAC of the password hash)."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+    def __call__(self) -> str:
+        return self.digest
+
+
+def _with_fixed_session_hash(user: Any) -> Any:
+    """Django checks every request's session against ``user.get_session_auth_hash()``, an HMAC that costs
+    more than the rest of the session and account look-up. The process's copy of an account keeps the
+    result; it changes only with the password hash, and saving the account forgets the copy."""
+    user.get_session_auth_hash = _FixedSessionHash(user.get_session_auth_hash())
+    return user
 
 
 def _user_key(user_id: Any) -> str:

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from grading import lifecycle
 from grading.conf import setting
 
 logger = logging.getLogger("grading.delivery")
 
+# Up to this many POSTs of one scoring run are in flight at once (a slow LMS then costs a run its slowest
+# POST per round, not the sum of them).
+POST_CONCURRENCY = 8
+
 _session = requests.Session()
+_adapter = HTTPAdapter(pool_connections=POST_CONCURRENCY, pool_maxsize=POST_CONCURRENCY * 2)
+_session.mount("http://", _adapter)
+_session.mount("https://", _adapter)
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _post_pool() -> ThreadPoolExecutor:
+    """The process's POST threads (made anew in a forked child, where the parent's threads do not exist)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=POST_CONCURRENCY, thread_name_prefix="gradequeue-post")
+            _pool_pid = os.getpid()
+        return _pool
 
 
 def deliver(submission_id: int) -> lifecycle.DeliveryOutcome | None:
@@ -20,6 +44,11 @@ def deliver(submission_id: int) -> lifecycle.DeliveryOutcome | None:
     claim = lifecycle.claim_delivery(submission_id)
     if claim is None:
         return None
+    return send(claim)
+
+
+def _post(claim: lifecycle.DeliveryClaim) -> tuple[int | None, str, int]:
+    """One POST of a grade to its LMS callback: (HTTP status or None, error text, duration in ms)."""
     started = time.monotonic()
     http_status: int | None = None
     error = ""
@@ -34,19 +63,29 @@ def deliver(submission_id: int) -> lifecycle.DeliveryOutcome | None:
         response.close()
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"
-    duration_ms = int((time.monotonic() - started) * 1000)
-    outcome, retry_in = lifecycle.record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms)
+    return http_status, error, int((time.monotonic() - started) * 1000)
+
+
+def _log(
+    claim: lifecycle.DeliveryClaim,
+    http_status: int | None,
+    outcome: lifecycle.DeliveryOutcome,
+    retry_in: float | None,
+    duration_ms: int,
+) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
     logger.info(
         "delivery submission=%s attempt=%s http_status=%s outcome=%s retry_in=%s duration_ms=%s",
-        submission_id,
+        claim.submission_id,
         claim.attempt,
         http_status,
         outcome.value,
         retry_in,
         duration_ms,
         extra={
-            "submission_id": submission_id,
-            "queue": lifecycle.queue_name_of(submission_id),
+            "submission_id": claim.submission_id,
+            "queue": claim.queue or lifecycle.queue_name_of(claim.submission_id),
             "attempt": claim.attempt,
             "http_status": http_status,
             "outcome": outcome.value,
@@ -54,4 +93,45 @@ def deliver(submission_id: int) -> lifecycle.DeliveryOutcome | None:
             "duration_ms": duration_ms,
         },
     )
+
+
+def send(claim: lifecycle.DeliveryClaim) -> lifecycle.DeliveryOutcome:
+    """POST the grade ``claim`` holds the right to deliver, and record what the LMS answered."""
+    http_status, error, duration_ms = _post(claim)
+    outcome, retry_in = lifecycle.record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms)
+    _log(claim, http_status, outcome, retry_in, duration_ms)
     return outcome
+
+
+def send_many(claims: list[lifecycle.DeliveryClaim]) -> list[lifecycle.DeliveryOutcome]:
+    """POST many claimed grades, several at a time, then record the outcomes (from this thread: the
+    database connection is the caller's)."""
+    if len(claims) == 1:
+        return [send(claims[0])]
+    results = list(_post_pool().map(_post, claims))
+    outcomes = lifecycle.record_deliveries([(c, *r) for c, r in zip(claims, results, strict=True)])
+    for claim, (http_status, _error, duration_ms), outcome in zip(claims, results, outcomes, strict=True):
+        _log(claim, http_status, outcome, None, duration_ms)
+    return outcomes
+
+
+def score_and_deliver_returned(*, batch: int | None = None, max_batches: int = 20) -> dict[str, int]:
+    """A scoring run: score every returned reply waiting, and post each usable grade to its LMS.
+
+    Batch after batch until one comes back short (nothing left unlocked); after ``max_batches`` full ones
+    it hands over to a new run rather than outlive its time limit.
+    """
+    batch = batch or int(setting("SCORE_BATCH"))
+    lifecycle.clear_scoring_bell()
+    counts = {"taken": 0, "graded": 0, "delivered": 0}
+    for _ in range(max_batches):
+        taken, claims = lifecycle.score_returned_batch(batch)
+        counts["taken"] += taken
+        counts["graded"] += len(claims)
+        if claims:
+            outcomes = send_many(claims)
+            counts["delivered"] += sum(o is lifecycle.DeliveryOutcome.DELIVERED for o in outcomes)
+        if taken < batch:
+            return counts
+    lifecycle.request_scoring(force=True)
+    return counts

@@ -93,8 +93,10 @@ class Submission(models.Model):
     lms_key = models.TextField(blank=True)
     body = models.TextField(blank=True, help_text="The LMS's xqueue_body string, verbatim.")
     files = models.JSONField(default=dict, blank=True, help_text="{name: storage path}")
+    # No index on the two account columns: every status change of a submission writes a new row version into
+    # each of its indexes, and nothing looks submissions up by account (deleting an account scans instead).
     submitted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     created_at = models.DateTimeField(db_index=True)
     updated_at = models.DateTimeField()
@@ -103,7 +105,7 @@ class Submission(models.Model):
     lease_key = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     leased_to = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     attempts = models.PositiveIntegerField(default=0, help_text="Leases handed out so far.")
 
@@ -141,7 +143,8 @@ class Submission(models.Model):
 class SubmissionEvent(models.Model):
     """One row per transition: the audit trail and the admin timeline. Append-only."""
 
-    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="events")
+    # Indexed by event_submission (submission, id), which serves every look-up by submission.
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="events", db_index=False)
     from_status = models.CharField(max_length=16, blank=True)
     to_status = models.CharField(max_length=16)
     reason = models.CharField(max_length=64)

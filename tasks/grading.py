@@ -28,9 +28,21 @@ COMMON: dict[str, Any] = {
 }
 
 
-@app.task(name="grading.score_result", soft_time_limit=20, time_limit=30, **COMMON)
-def score_result(submission_id: int) -> bool:
-    return lifecycle.score_result(submission_id)
+# Scoring goes straight on to the first delivery attempt in the same task (no second task message); the time
+# limits leave room for the POSTs. Later attempts, and failure notices, are deliver_result's.
+@app.task(name="grading.score_returned", soft_time_limit=150, time_limit=180, **COMMON)
+def score_returned() -> dict[str, int]:
+    """A scoring run: every returned reply waiting (grading.lifecycle, "Scoring runs")."""
+    return delivery.score_and_deliver_returned()
+
+
+@app.task(name="grading.score_result", soft_time_limit=60, time_limit=90, **COMMON)
+def score_result(submission_id: int) -> str | None:
+    """One reply (messages sent by earlier versions, and operators)."""
+    claim = lifecycle.score_and_claim(submission_id)
+    if claim is None:
+        return None
+    return delivery.send(claim).value
 
 
 @app.task(name="grading.deliver_result", soft_time_limit=60, time_limit=90, **COMMON)

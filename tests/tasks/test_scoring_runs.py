@@ -1,0 +1,232 @@
+"""Scoring runs: returned replies scored in batches and delivered by one task, woken by the scoring bell.
+
+With a real worker on the real broker, a real HTTP LMS, and (for the bell) the real Redis that production
+uses as its shared cache.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from grading import delivery, lifecycle
+from grading.models import Status, Submission
+from tests.conftest import fast_pipeline, submit
+from tests.e2e.test_pipeline import wait_for
+from tests.lms import FakeLMS
+from tests.xqclient import grade, lms_body
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
+
+REDIS_URL = os.environ.get("GRADEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@pytest.fixture
+def redis_cache(settings: Any) -> Iterator[Any]:
+    """The shared cache of production (Redis), so that the scoring bell is in use."""
+    from django.core.cache import cache
+
+    settings.CACHES = {"default": {"BACKEND": "grading.rediscache.ReusingRedisCache", "LOCATION": REDIS_URL}}
+    cache.clear()
+    yield cache
+    cache.clear()
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the task messages sent (each still sent: this only counts them)."""
+    from celery_app import app
+
+    sent: list[str] = []
+    real = app.send_task
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", counting)
+    return sent
+
+
+def returned(queue: Any, lms_user: Any, grader_user: Any, lms: FakeLMS, n: int, reply: str = "") -> list[int]:
+    """``n`` submissions with a grader reply accepted (returned), oldest first."""
+    ids = []
+    for i in range(n):
+        submission = submit(queue, lms_user, callback_url=lms.callback_url(student=i), body=lms_body(), lms_key=f"k{i}")
+        lease = lifecycle.lease_next(queue, grader_user)
+        assert lease is not None and lease.submission_id == submission.pk
+        outcome = lifecycle.accept_result(submission.pk, lease.key, reply or grade(), grader_user, [queue.pk])
+        assert outcome is lifecycle.ResultOutcome.ACCEPTED
+        ids.append(submission.pk)
+    return ids
+
+
+def statuses(ids: list[int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in Submission.objects.filter(pk__in=ids).values_list("status", flat=True):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def test_with_the_bell_many_replies_take_few_task_messages_and_each_grade_arrives_once(
+    settings: Any,
+    redis_cache: Any,
+    published: list[str],
+    celery_worker_app: Any,
+    fake_lms: FakeLMS,
+    queue: Any,
+    lms_user: Any,
+    grader_user: Any,
+) -> None:
+    fast_pipeline(settings)
+    # Forty replies committed at once (as under load): each rings the bell right after the commit.
+    with transaction.atomic():
+        ids = returned(queue, lms_user, grader_user, fake_lms, 40)
+    wait_for(lambda: statuses(ids) == {Status.DELIVERED: 40}, what="40 deliveries")
+    # One callback per grade, each with its own submission's header.
+    assert len(fake_lms.delivered()) == 40
+    assert len({cb.header for cb in fake_lms.delivered()}) == 40
+    # Replies that found the bell set sent nothing: a few scoring runs (one, unless a run cleared the bell
+    # while the others were still ringing), not one per reply.
+    runs = published.count("grading.score_returned")
+    assert 1 <= runs <= 10
+    assert "grading.score_result" not in published
+    for pk in ids:
+        events = list(Submission.objects.get(pk=pk).events.order_by("id").values_list("to_status", flat=True))
+        assert events == [Status.QUEUED, Status.PULLED, Status.RETURNED, Status.GRADED, Status.DELIVERED]
+
+
+def test_a_reply_that_finds_the_bell_set_is_scored_by_the_pending_run(
+    settings: Any,
+    redis_cache: Any,
+    published: list[str],
+    fake_lms: FakeLMS,
+    queue: Any,
+    lms_user: Any,
+    grader_user: Any,
+) -> None:
+    fast_pipeline(settings)
+    # A run has been asked for and not started yet: the bell is set.
+    assert redis_cache.add(lifecycle.SCORE_BELL, "1", timeout=60)
+    ids = returned(queue, lms_user, grader_user, fake_lms, 3)
+    assert published == []  # the replies relied on the pending run
+    # The pending run clears the bell before it reads, so it sees all three.
+    counts = delivery.score_and_deliver_returned()
+    assert counts == {"taken": 3, "graded": 3, "delivered": 3}
+    assert statuses(ids) == {Status.DELIVERED: 3}
+    assert redis_cache.get(lifecycle.SCORE_BELL) is None
+    # The next reply rings again.
+    more = returned(queue, lms_user, grader_user, fake_lms, 1)
+    assert published == ["grading.score_returned"]
+    assert statuses(more) == {Status.RETURNED: 1}
+
+
+def test_a_failed_publish_clears_the_bell_so_the_next_reply_tries_again(
+    settings: Any, redis_cache: Any, monkeypatch: pytest.MonkeyPatch, queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    from celery_app import app
+
+    sent: list[str] = []
+
+    def broker_down(name: str, *args: Any, **kwargs: Any) -> None:
+        raise OperationalError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(app, "send_task", broker_down)
+    lifecycle.request_scoring()
+    assert redis_cache.get(lifecycle.SCORE_BELL) is None
+    monkeypatch.setattr(app, "send_task", lambda name, *a, **k: sent.append(name))
+    lifecycle.request_scoring()
+    assert sent == ["grading.score_returned"]
+    assert redis_cache.get(lifecycle.SCORE_BELL) == "1"
+
+
+def test_a_batch_with_unusable_replies_fails_those_and_delivers_the_rest(
+    settings: Any, celery_worker_app: Any, fake_lms: FakeLMS, queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    fast_pipeline(settings)
+    good = returned(queue, lms_user, grader_user, fake_lms, 3)
+    bad = []
+    for i, reply in enumerate(['{"correct": true}', "not json", '{"correct": 1, "score": 1, "msg": ""}']):
+        submission = submit(queue, lms_user, callback_url=fake_lms.callback_url(student=100 + i), body=lms_body())
+        lease = lifecycle.lease_next(queue, grader_user)
+        assert lease is not None
+        lifecycle.accept_result(submission.pk, lease.key, reply, grader_user, [queue.pk])
+        bad.append(submission.pk)
+    wait_for(lambda: statuses(good + bad) == {Status.DELIVERED: 6}, what="6 deliveries")
+    for pk in good:
+        assert Submission.objects.get(pk=pk).events.filter(to_status=Status.GRADED).count() == 1
+    for pk in bad:
+        submission = Submission.objects.get(pk=pk)
+        assert submission.failure_reason.startswith("grader reply: ")
+        assert submission.events.filter(to_status=Status.FAILED, reason="invalid_reply").count() == 1
+    notices = [cb for cb in fake_lms.delivered() if cb.body == lifecycle.not_graded_notice()]
+    assert len(notices) == 3
+
+
+def test_runs_side_by_side_score_and_deliver_each_reply_once(
+    settings: Any, celery_worker_app: Any, fake_lms: FakeLMS, queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    fast_pipeline(settings, SCORE_BATCH=7)
+    # Only the four runs below score these (no run is woken by the replies).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
+        ids = returned(queue, lms_user, grader_user, fake_lms, 120)
+    results: list[dict[str, int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(delivery.score_and_deliver_returned())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert sum(r["graded"] for r in results) == 120
+    assert sum(r["delivered"] for r in results) == 120
+    assert statuses(ids) == {Status.DELIVERED: 120}
+    assert len(fake_lms.delivered()) == 120
+    assert len({cb.header for cb in fake_lms.delivered()}) == 120
+
+
+def test_a_run_that_dies_after_scoring_leaves_the_grades_to_the_sweep(
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    celery_worker_app: Any,
+    fake_lms: FakeLMS,
+    queue: Any,
+    lms_user: Any,
+    grader_user: Any,
+) -> None:
+    fast_pipeline(settings, DELIVERY_TIMEOUT=0.2)
+    # Replies accepted while their run's message is lost with the worker...
+    monkeypatch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
+    ids = returned(queue, lms_user, grader_user, fake_lms, 2)
+    monkeypatch.undo()
+    # ...which had scored and claimed them, and died before posting.
+    for pk in ids:
+        assert lifecycle.score_and_claim(pk) is not None
+    assert statuses(ids) == {Status.GRADED: 2}
+    # The claim holds the grades (2 x timeout + 1 s): the sweep leaves them alone meanwhile...
+    assert lifecycle.sweep_followups()["deliver"] == 0
+    # ...then sends them through deliver_result, and each grade reaches the LMS once.
+    wait_for(lambda: lifecycle.sweep_followups()["deliver"] == 2, what="the claims to lapse", timeout=10)
+    wait_for(lambda: statuses(ids) == {Status.DELIVERED: 2}, what="deliveries by the sweep")
+    assert len(fake_lms.delivered()) == 2
+    for pk in ids:
+        assert Submission.objects.get(pk=pk).events.filter(to_status=Status.DELIVERED).count() == 1
