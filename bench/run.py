@@ -66,6 +66,11 @@ class Workload:
     live_rate: float = 0.0
     live_count: int = 0
     extra: list[str] = field(default_factory=list)
+    # Settings of gradequeue's processes for this workload (environment variables).
+    env: dict[str, str] = field(default_factory=dict)
+
+
+NO_WAIT = {"GRADEQUEUE_EMPTY_POLL_WAIT": "0"}
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -76,6 +81,9 @@ def workloads(quick: bool) -> list[Workload]:
             Workload("drain-2000-g4", 2000, 4, ("gradequeue", "edx"), time_limit=90),
             Workload("drain-20000-g16", 20000, 16, ("gradequeue", "edx"), stop_after=2000, time_limit=60),
             Workload("live-10ps-g4", 0, 4, ("gradequeue",), live_rate=10, live_count=150, time_limit=60),
+            Workload(
+                "live-10ps-g4-nowait", 0, 4, ("gradequeue",), live_rate=10, live_count=150, time_limit=60, env=NO_WAIT
+            ),
         ]
     return [
         # Each run is bounded in time: a contestant that has not drained the backlog by then is measured on
@@ -88,6 +96,12 @@ def workloads(quick: bool) -> list[Workload]:
         Workload("drain-100000-g16", 100000, 16, ("gradequeue", "edx", "pgloop"), stop_after=3000, time_limit=60),
         # The LMS submits 10 a second while 4 graders poll (sleeping 1 s after an empty poll, as the watcher).
         Workload("live-10ps-g4", 0, 4, ("gradequeue",), live_rate=10, live_count=300, time_limit=60),
+        # The same two with get_submission answering an empty queue at once (GRADEQUEUE_EMPTY_POLL_WAIT=0)
+        # instead of waiting up to 0.5 s for work: what the wait gains, and whether it costs throughput.
+        Workload(
+            "live-10ps-g4-nowait", 0, 4, ("gradequeue",), live_rate=10, live_count=300, time_limit=60, env=NO_WAIT
+        ),
+        Workload("drain-2000-g16-nowait", 2000, 16, ("gradequeue",), time_limit=60, env=NO_WAIT),
     ]
 
 
@@ -156,6 +170,40 @@ def gq_env(db: str) -> dict[str, str]:
     }
 
 
+def ensure_broker() -> None:
+    """Make sure the benchmark's broker answers; create its RabbitMQ vhost on a fresh machine.
+
+    Without this, gradequeue would run with every task publish failing (its sweep covers for that, slowly),
+    and the run would measure a pipeline that never scores or delivers.
+    """
+    from urllib.parse import urlparse
+
+    url = urlparse(BROKER)
+    vhost = url.path.lstrip("/") or "/"
+    if url.scheme.startswith("amqp") and url.hostname in ("127.0.0.1", "localhost") and vhost != "/":
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=False)
+        if listed.returncode == 0 and vhost not in listed.stdout.split():
+            subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+            subprocess.run(
+                ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, url.username or "guest", ".*", ".*", ".*"],
+                check=True,
+                capture_output=True,
+            )
+    check = subprocess.run(
+        [
+            GQ_VENV / "python",
+            "-c",
+            "import sys, kombu; kombu.Connection(sys.argv[1]).ensure_connection(max_retries=1)",
+            BROKER,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"the broker {BROKER} does not answer: {check.stderr.strip().splitlines()[-1:]}")
+
+
 def port_free(port: int) -> None:
     """Refuse to start if something else already listens there: the load would go to someone else's server."""
     with socket.socket() as sock:
@@ -169,8 +217,9 @@ def port_free(port: int) -> None:
 class Contestant:
     """Start a contestant's processes for one run, and stop them all afterwards."""
 
-    def __init__(self, name: str, db: str | None, logdir: Path) -> None:
+    def __init__(self, name: str, db: str | None, logdir: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.db, self.logdir = name, db, logdir
+        self.env = env or {}
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, tag: str, cmd: list[Any], env: dict[str, str], cwd: Path = ROOT) -> None:
@@ -185,7 +234,7 @@ class Contestant:
         gunicorn_conf = ROOT / "config" / "gunicorn.conf.py"
         if self.name == "gradequeue":
             assert self.db
-            env = gq_env(self.db)
+            env = {**gq_env(self.db), **self.env}
             subprocess.run(
                 [GQ_VENV / "celery", "-A", "celery_app", "purge", "-f", "-Q", "gradequeue-bench"],
                 env=env,
@@ -302,7 +351,7 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
         if contestant in ("gradequeue", "edx"):
             db = f"{PREFIX}run_{contestant}"
             recreate(db, template_for(contestant, wl.backlog, log))
-        server = Contestant(contestant, db, logdir)
+        server = Contestant(contestant, db, logdir, wl.env)
         cmd = [
             sys.executable,
             BENCH / "loadgen.py",
@@ -427,6 +476,8 @@ def main() -> int:
         names = set(args.workloads.split(","))
         chosen = [w for w in chosen if w.name in names]
     only = set(args.only.split(",")) if args.only else set(LABELS)
+    if "gradequeue" in only:
+        ensure_broker()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = BENCH / "results"
     logdir = results / f"{stamp}-logs"

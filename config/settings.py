@@ -269,9 +269,12 @@ GRADEQUEUE = {
     "DELIVERY_TIMEOUT": env_float("GRADEQUEUE_DELIVERY_TIMEOUT", 10.0, minimum=0.1),
     # How long get_submission may wait on an empty queue for a submission to arrive (0: answer "empty" at once).
     # A grader then gets new work as soon as it is submitted instead of after its next sleep (xqueue-watcher
-    # sleeps 1 s after an empty poll), but each waiting grader holds a web thread meanwhile: keep it well under
-    # the watcher's 1 s request timeout, and the web's threads (workers x threads) above the number of graders.
-    "EMPTY_POLL_WAIT": env_float("GRADEQUEUE_EMPTY_POLL_WAIT", 0.0, minimum=0.0, maximum=0.8),
+    # sleeps 1 s after an empty poll): submit-to-grade latency drops from about half a second to tens of ms
+    # (BENCHMARKS.md). Well under the watcher's 1 s request timeout. Off in the tests, which set it themselves.
+    "EMPTY_POLL_WAIT": env_float("GRADEQUEUE_EMPTY_POLL_WAIT", 0.0 if TESTING else 0.5, minimum=0.0, maximum=0.8),
+    # A waiting get_submission holds a web thread: at most this many wait at once in one web process (the
+    # others answer "empty" at once), so that its remaining threads serve everyone else.
+    "EMPTY_POLL_WAITERS": env_int("GRADEQUEUE_EMPTY_POLL_WAITERS", 2, minimum=0),
     # Replies one scoring run scores with one statement (and then posts to the LMS, several at a time).
     "SCORE_BATCH": env_int("GRADEQUEUE_SCORE_BATCH", 100, minimum=1),
     # The sweep re-enqueues work whose task message never ran (broker down at commit, worker killed).

@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_TIMEOUT": 10.0,
     "SCORE_BATCH": 100,
     "EMPTY_POLL_WAIT": 0.0,
+    "EMPTY_POLL_WAITERS": 2,
     "SWEEP_BATCH": 500,
     "SWEEP_GRACE_SECONDS": 30.0,
     "MAX_FILES": 20,

@@ -7,6 +7,8 @@ documents; every reply text here is taken from it.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -197,6 +199,8 @@ class GetSubmissionView(XQueueView):
             return fail(f"Queue '{name}' is empty")
         lease = lifecycle.lease_next(queue, request.user)
         if lease is None:
+            lease = _wait_for_work(queue, request.user, float(setting("EMPTY_POLL_WAIT")))
+        if lease is None:
             return fail(f"Queue '{name}' is empty")
         base_url = setting("PUBLIC_BASE_URL") or request.build_absolute_uri("/")
         return ok(
@@ -210,6 +214,38 @@ class GetSubmissionView(XQueueView):
         )
 
     post = get
+
+
+# How often a waiting get_submission looks for new work: an index-only look-up, not a lease attempt.
+EMPTY_POLL_STEP = 0.02
+_waiting = 0
+_waiting_lock = threading.Lock()
+
+
+def _wait_for_work(queue: Any, user: Any, wait: float) -> lifecycle.Lease | None:
+    """Hold an empty get_submission for up to ``wait`` seconds, leasing the first submission that arrives.
+
+    At most EMPTY_POLL_WAITERS requests of this process wait at once; the others answer at once.
+    """
+    global _waiting
+    if wait <= 0:
+        return None
+    with _waiting_lock:
+        if _waiting >= int(setting("EMPTY_POLL_WAITERS")):
+            return None
+        _waiting += 1
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            time.sleep(min(EMPTY_POLL_STEP, max(0.0, deadline - time.monotonic())))
+            if lifecycle.queue_length(queue.pk, limit=1):
+                lease = lifecycle.lease_next(queue, user)
+                if lease is not None:
+                    return lease
+        return None
+    finally:
+        with _waiting_lock:
+            _waiting -= 1
 
 
 def _submission_id(value: Any) -> int | None:

@@ -1,0 +1,90 @@
+"""get_submission on an empty queue waits briefly for work (GRADEQUEUE["EMPTY_POLL_WAIT"])."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from tests.conftest import submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wait_settings(settings: Any, wait: float, waiters: int = 2) -> None:
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "EMPTY_POLL_WAIT": wait, "EMPTY_POLL_WAITERS": waiters}
+
+
+class Poll(threading.Thread):
+    """One get_submission in a thread of its own (as one of gunicorn's), timed."""
+
+    def __init__(self, client: Client, queue_name: str) -> None:
+        super().__init__()
+        self.client, self.queue_name = client, queue_name
+        self.reply: dict[str, Any] = {}
+        self.elapsed = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            response = self.client.get("/xqueue/get_submission/", {"queue_name": self.queue_name})
+            self.reply = json.loads(response.content)
+        finally:
+            self.elapsed = time.monotonic() - started
+            connection.close()
+
+
+def test_a_submission_arriving_during_the_wait_is_handed_out_by_that_request(
+    settings: Any, grader_client: Client, queue: Any, lms_user: Any
+) -> None:
+    wait_settings(settings, 0.7)
+    poll = Poll(grader_client, queue.name)
+    poll.start()
+    time.sleep(0.2)
+    submission = submit(queue, lms_user, body="arrived")
+    poll.join(5)
+    assert poll.reply["return_code"] == 0
+    content = json.loads(poll.reply["content"])
+    assert json.loads(content["xqueue_header"])["submission_id"] == submission.pk
+    assert content["xqueue_body"] == "arrived"
+    # Handed out when it arrived, not at the end of the wait.
+    assert 0.2 <= poll.elapsed < 0.6
+
+
+def test_an_empty_queue_is_reported_empty_after_the_wait(settings: Any, grader_client: Client, queue: Any) -> None:
+    wait_settings(settings, 0.3)
+    poll = Poll(grader_client, queue.name)
+    poll.start()
+    poll.join(5)
+    assert poll.reply == {"return_code": 1, "content": f"Queue '{queue.name}' is empty"}
+    assert 0.3 <= poll.elapsed < 1.0
+
+
+def test_beyond_the_waiters_limit_an_empty_queue_is_reported_at_once(
+    settings: Any, grader_client: Client, queue: Any
+) -> None:
+    wait_settings(settings, 0.6, waiters=1)
+    waiting = Poll(grader_client, queue.name)
+    waiting.start()
+    time.sleep(0.1)
+    second = Poll(grader_client, queue.name)
+    second.start()
+    second.join(5)
+    waiting.join(5)
+    assert second.reply["content"] == f"Queue '{queue.name}' is empty"
+    assert second.elapsed < 0.3  # no thread to spare: answered at once
+    assert waiting.elapsed >= 0.6
+
+
+def test_without_a_wait_an_empty_queue_is_reported_at_once(settings: Any, grader_client: Client, queue: Any) -> None:
+    wait_settings(settings, 0.0)
+    poll = Poll(grader_client, queue.name)
+    poll.start()
+    poll.join(5)
+    assert poll.reply["return_code"] == 1
+    assert poll.elapsed < 0.3
