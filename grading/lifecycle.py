@@ -187,9 +187,9 @@ def transition(
 
 # --- Follow-up work ---------------------------------------------------------------------------------
 
-# Which task continues a submission that has just entered a state. Push-mode queues add "dispatch".
+# Which task continues a submission that has just entered a state. A returned reply asks for a scoring run
+# instead (request_scoring, below); push-mode queues add "dispatch".
 FOLLOWUP_TASK = {
-    Status.RETURNED: "grading.score_result",
     Status.GRADED: "grading.deliver_result",
     Status.FAILED: "grading.deliver_result",
 }
@@ -215,7 +215,7 @@ def enqueue_after_commit(task_name: str, submission_id: int, countdown: float | 
 
 
 def _schedule_followup(submission_id: int, to_status: str, countdown: float | None = None) -> None:
-    if to_status == Status.RETURNED and countdown is None:
+    if to_status == Status.RETURNED:
         transaction.on_commit(request_scoring)
         return
     task_name = FOLLOWUP_TASK.get(Status(to_status))
@@ -585,19 +585,23 @@ def score_result(submission_id: int, *, actor: str = "system:scoring") -> bool:
     problem = validate_grade(reply)
     now = timezone.now()
     if problem is None:
-        return transition(
-            submission_id,
-            Status.RETURNED,
-            Status.GRADED,
-            reason="scored",
-            actor=actor,
-            now=now,
-            lms_body=reply,
-            graded_at=now,
-            next_delivery_at=now,
-            delivery_started_at=None,
-        )
+        return _to_graded(submission_id, reply, actor, now, next_delivery_at=now, delivery_started_at=None)
     return _fail_reply(submission_id, problem, actor, now)
+
+
+def _to_graded(submission_id: int, reply: str, actor: str, now: datetime, **options: Any) -> bool:
+    """returned -> graded with ``reply`` as the LMS body (``options``: transition's, and more columns)."""
+    return transition(
+        submission_id,
+        Status.RETURNED,
+        Status.GRADED,
+        reason="scored",
+        actor=actor,
+        now=now,
+        lms_body=reply,
+        graded_at=now,
+        **options,
+    )
 
 
 _PG_SCORE_SQL = """
@@ -657,18 +661,14 @@ def score_and_claim(submission_id: int, *, actor: str = "system:scoring") -> Del
         if won:
             log_transition(submission_id, Status.RETURNED, Status.GRADED, "scored", actor, queue_name)
     else:
-        won = transition(
+        won = _to_graded(
             submission_id,
-            Status.RETURNED,
-            Status.GRADED,
-            reason="scored",
-            actor=actor,
-            now=now,
+            reply,
+            actor,
+            now,
             queue_name=queue_name,
             where={"lease_key": key, "delivery_attempts": attempts},
             followup=False,
-            lms_body=reply,
-            graded_at=now,
             next_delivery_at=guard,
             delivery_attempts=attempts + 1,
             delivery_started_at=now,
