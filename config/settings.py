@@ -275,7 +275,8 @@ GRADEQUEUE = {
     # A waiting get_submission holds a web thread: at most this many wait at once in one web process (the
     # others answer "empty" at once), so that its remaining threads serve everyone else.
     "EMPTY_POLL_WAITERS": env_int("GRADEQUEUE_EMPTY_POLL_WAITERS", 2, minimum=0),
-    # Replies one scoring run scores with one statement (and then posts to the LMS, several at a time).
+    # Replies one scoring run scores with one statement (and then posts to the LMS, eight at a time). A run
+    # also keeps a batch's POSTs within about 60 s of DELIVERY_TIMEOUTs: 48 with the default 10 s timeout.
     "SCORE_BATCH": env_int("GRADEQUEUE_SCORE_BATCH", 100, minimum=1),
     # The sweep re-enqueues work whose task message never ran (broker down at commit, worker killed).
     "SWEEP_BATCH": env_int("GRADEQUEUE_SWEEP_BATCH", 500, minimum=1),

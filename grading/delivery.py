@@ -115,13 +115,21 @@ def send_many(claims: list[lifecycle.DeliveryClaim]) -> list[lifecycle.DeliveryO
     return outcomes
 
 
+# A scoring run starts no new batch after this many seconds (slow LMSs), and leaves the rest to a new run,
+# well within the task's time limit.
+RUN_SECONDS = 60.0
+
+
 def score_and_deliver_returned(*, batch: int | None = None, max_batches: int = 20) -> dict[str, int]:
     """A scoring run: score every returned reply waiting, and post each usable grade to its LMS.
 
-    Batch after batch until one comes back short (nothing left unlocked); after ``max_batches`` full ones
-    it hands over to a new run rather than outlive its time limit.
+    Batch after batch until one comes back short (nothing left unlocked); after ``max_batches`` full ones,
+    or RUN_SECONDS, it hands over to a new run rather than outlive its time limit.
     """
-    batch = batch or int(setting("SCORE_BATCH"))
+    # A batch's POSTs take at most (batch / POST_CONCURRENCY) x DELIVERY_TIMEOUT: keep that within RUN_SECONDS.
+    rounds = max(1, int(RUN_SECONDS // float(setting("DELIVERY_TIMEOUT"))))
+    batch = batch or min(int(setting("SCORE_BATCH")), POST_CONCURRENCY * rounds)
+    started = time.monotonic()
     lifecycle.clear_scoring_bell()
     counts = {"taken": 0, "graded": 0, "delivered": 0}
     for _ in range(max_batches):
@@ -133,5 +141,7 @@ def score_and_deliver_returned(*, batch: int | None = None, max_batches: int = 2
             counts["delivered"] += sum(o is lifecycle.DeliveryOutcome.DELIVERED for o in outcomes)
         if taken < batch:
             return counts
+        if time.monotonic() - started > RUN_SECONDS:
+            break
     lifecycle.request_scoring(force=True)
     return counts

@@ -230,3 +230,23 @@ def test_a_run_that_dies_after_scoring_leaves_the_grades_to_the_sweep(
     assert len(fake_lms.delivered()) == 2
     for pk in ids:
         assert Submission.objects.get(pk=pk).events.filter(to_status=Status.DELIVERED).count() == 1
+
+
+def test_a_run_past_its_time_hands_the_rest_to_a_new_run(
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    published: list[str],
+    fake_lms: FakeLMS,
+    queue: Any,
+    lms_user: Any,
+    grader_user: Any,
+) -> None:
+    fast_pipeline(settings, SCORE_BATCH=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
+        ids = returned(queue, lms_user, grader_user, fake_lms, 5)
+    monkeypatch.setattr(delivery, "RUN_SECONDS", 0.0)
+    # One full batch, then the time is up: the run stops and asks for another one.
+    assert delivery.score_and_deliver_returned() == {"taken": 2, "graded": 2, "delivered": 2}
+    assert published == ["grading.score_returned"]
+    assert statuses(ids) == {Status.DELIVERED: 2, Status.RETURNED: 3}
