@@ -604,31 +604,18 @@ def _to_graded(submission_id: int, reply: str, actor: str, now: datetime, **opti
     )
 
 
-_PG_SCORE_SQL = """
-WITH scored AS (
-    UPDATE grading_submission
-    SET status = 'graded', lms_body = %(reply)s, graded_at = %(now)s, updated_at = %(now)s,
-        next_delivery_at = %(guard)s, delivery_attempts = %(attempt)s, delivery_started_at = %(now)s
-    WHERE id = %(id)s AND status = 'returned' AND lease_key = %(key)s AND delivery_attempts = %(attempts)s
-    RETURNING id
-), event AS (
-    INSERT INTO grading_submissionevent
-        (submission_id, from_status, to_status, reason, actor, created_at, details)
-    SELECT id, 'returned', 'graded', 'scored', %(actor)s, %(now)s, '{}'::jsonb FROM scored
-)
-SELECT id FROM scored
-"""
-
-
 def score_and_claim(submission_id: int, *, actor: str = "system:scoring") -> DeliveryClaim | None:
     """Score a returned reply and, if it is a usable grade, take the first delivery attempt in the same step.
 
-    What the scoring task does: the grade is then posted by the same task, without a second task message or
-    a separate claim, and with one statement on PostgreSQL for the scoring, its event and the claim. The
-    claim holds ``next_delivery_at`` past the request timeout, so if the worker dies before posting, the
-    sweep delivers it later. An unusable reply fails as in ``score_result`` (the notice goes out through
-    the delivery task); None then, and when the row is no longer ``returned``.
+    What scoring runs do (``score_returned_batch``), for one reply: the grade is then posted by the caller,
+    without a second task message or a separate claim. The claim holds ``next_delivery_at`` past the request
+    timeout, so if the worker dies before posting, the sweep delivers it later. An unusable reply fails as in
+    ``score_result`` (the notice goes out through the delivery task); None then, and when the row is no
+    longer ``returned``.
     """
+    if connection.vendor == "postgresql":
+        _taken, claims = _pg_score(_PG_SCORE_ONE_SELECT, {"id": submission_id}, actor)
+        return claims[0] if claims else None
     row = (
         Submission.objects.filter(pk=submission_id, status=Status.RETURNED)
         .values_list("grader_reply", "lease_key", "delivery_attempts", "lms_callback_url", "lms_header", "queue__name")
@@ -642,41 +629,26 @@ def score_and_claim(submission_id: int, *, actor: str = "system:scoring") -> Del
     if problem is not None:
         _fail_reply(submission_id, problem, actor, now)
         return None
-    guard = now + delivery_guard()
-    check_edge(Status.RETURNED, Status.GRADED)
-    if connection.vendor == "postgresql":
-        params: dict[str, Any] = {
-            "reply": reply,
-            "now": now,
-            "guard": guard,
-            "attempt": attempts + 1,
-            "attempts": attempts,
-            "id": submission_id,
-            "key": key,
-            "actor": actor,
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_SCORE_SQL, params)
-            won = cursor.fetchone() is not None
-        if won:
-            log_transition(submission_id, Status.RETURNED, Status.GRADED, "scored", actor, queue_name)
-    else:
-        won = _to_graded(
-            submission_id,
-            reply,
-            actor,
-            now,
-            queue_name=queue_name,
-            where={"lease_key": key, "delivery_attempts": attempts},
-            followup=False,
-            next_delivery_at=guard,
-            delivery_attempts=attempts + 1,
-            delivery_started_at=now,
-        )
+    won = _to_graded(
+        submission_id,
+        reply,
+        actor,
+        now,
+        queue_name=queue_name,
+        where={"lease_key": key, "delivery_attempts": attempts},
+        followup=False,
+        next_delivery_at=now + delivery_guard(),
+        delivery_attempts=attempts + 1,
+        delivery_started_at=now,
+    )
     if not won:
         return None
     return DeliveryClaim(submission_id, Status.GRADED, attempts + 1, url, header, reply, now, queue_name)
 
+
+_PG_SCORE_ONE_SELECT = """
+SELECT id, grader_reply FROM grading_submission WHERE id = %(id)s AND status = 'returned' FOR UPDATE
+"""
 
 _PG_SCORE_BATCH_SELECT = """
 SELECT id, grader_reply FROM grading_submission
@@ -686,7 +658,7 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
-_PG_SCORE_BATCH_SQL = """
+_PG_SCORE_SQL = """
 WITH scored AS (
     UPDATE grading_submission AS s
     SET status = 'graded', lms_body = s.grader_reply, graded_at = %(now)s, updated_at = %(now)s,
@@ -703,23 +675,13 @@ FROM scored JOIN grading_queue AS q ON q.id = scored.queue_id
 """
 
 
-def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[int, list[DeliveryClaim]]:
-    """Score up to ``limit`` returned replies, oldest first; return how many were taken, and the claims.
-
-    Each usable grade comes back claimed for its first delivery attempt (as ``score_and_claim``); an
-    unusable reply fails, its notice going out through the delivery task. On PostgreSQL the replies are
-    locked with SKIP LOCKED, so runs side by side take different replies, and the whole batch is scored
-    with one statement. Fewer than ``limit`` taken means none was left waiting unlocked.
-    """
-    if connection.vendor != "postgresql":
-        waiting = Submission.objects.filter(status=Status.RETURNED).order_by("updated_at")
-        ids = list(waiting.values_list("pk", flat=True)[:limit])
-        claims = [claim for claim in (score_and_claim(pk, actor=actor) for pk in ids) if claim is not None]
-        return len(ids), claims
+def _pg_score(select_sql: str, params: dict[str, Any], actor: str) -> tuple[int, list[DeliveryClaim]]:
+    """Lock the returned rows ``select_sql`` picks, fail the unusable replies, and score and claim the rest
+    with one statement. Returns how many rows were taken, and the claims."""
     check_edge(Status.RETURNED, Status.GRADED)
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_PG_SCORE_BATCH_SELECT, {"limit": limit})
+        cursor.execute(select_sql, params)
         taken = cursor.fetchall()
         good: list[int] = []
         for pk, reply in taken:
@@ -730,15 +692,29 @@ def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[
                 _fail_reply(pk, problem, actor, now)
         rows: list[tuple[Any, ...]] = []
         if good:
-            cursor.execute(
-                _PG_SCORE_BATCH_SQL, {"ids": good, "now": now, "guard": now + delivery_guard(), "actor": actor}
-            )
+            cursor.execute(_PG_SCORE_SQL, {"ids": good, "now": now, "guard": now + delivery_guard(), "actor": actor})
             rows = cursor.fetchall()
     claims = []
     for pk, attempt, url, header, body, queue_name in rows:
         log_transition(pk, Status.RETURNED, Status.GRADED, "scored", actor, queue_name)
         claims.append(DeliveryClaim(pk, Status.GRADED, attempt, url, header, body, now, queue_name))
     return len(taken), claims
+
+
+def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[int, list[DeliveryClaim]]:
+    """Score up to ``limit`` returned replies, oldest first; return how many were taken, and the claims.
+
+    Each usable grade comes back claimed for its first delivery attempt (as ``score_and_claim``); an
+    unusable reply fails, its notice going out through the delivery task. On PostgreSQL the replies are
+    locked with SKIP LOCKED, so runs side by side take different replies, and the whole batch is scored
+    with one statement. Fewer than ``limit`` taken means none was left waiting unlocked.
+    """
+    if connection.vendor == "postgresql":
+        return _pg_score(_PG_SCORE_BATCH_SELECT, {"limit": limit}, actor)
+    waiting = Submission.objects.filter(status=Status.RETURNED).order_by("updated_at")
+    ids = list(waiting.values_list("pk", flat=True)[:limit])
+    claims = [claim for claim in (score_and_claim(pk, actor=actor) for pk in ids) if claim is not None]
+    return len(ids), claims
 
 
 def _fail_reply(submission_id: int, problem: str, actor: str, now: datetime) -> bool:
@@ -919,6 +895,13 @@ def is_transient(http_status: int | None) -> bool:
     return http_status is None or http_status >= 500 or http_status in (408, 429)
 
 
+def _attempt_details(claim: DeliveryClaim, http_status: int | None, error: str, duration_ms: int) -> dict[str, Any]:
+    details: dict[str, Any] = {"attempt": claim.attempt, "http_status": http_status, "duration_ms": duration_ms}
+    if error:
+        details["error"] = error[:500]
+    return details
+
+
 def record_delivery(
     claim: DeliveryClaim,
     *,
@@ -929,18 +912,12 @@ def record_delivery(
 ) -> tuple[DeliveryOutcome, float | None]:
     """Record one delivery attempt's outcome and decide what comes next."""
     now = now or timezone.now()
-    details: dict[str, Any] = {
-        "attempt": claim.attempt,
-        "http_status": http_status,
-        "duration_ms": duration_ms,
-    }
-    if error:
-        details["error"] = error[:500]
+    details = _attempt_details(claim, http_status, error, duration_ms)
+    if http_status == 200:
+        _mark_delivered([(claim, details)], now)
+        return DeliveryOutcome.DELIVERED, None
     where = {"delivery_attempts": claim.attempt}
     queue_name = claim.queue or None
-    if http_status == 200:
-        _mark_delivered(claim, details, now)
-        return DeliveryOutcome.DELIVERED, None
     if is_transient(http_status):
         delay = backoff_delay(claim.attempt)
         horizon = float(setting("DELIVERY_HORIZON"))
@@ -978,56 +955,30 @@ def record_delivery(
     return DeliveryOutcome.DEAD, None
 
 
+def record_deliveries(
+    attempts: list[tuple[DeliveryClaim, int | None, str, int]], *, now: datetime | None = None
+) -> list[DeliveryOutcome]:
+    """``record_delivery`` for many attempts (claim, http_status, error, duration_ms) at once.
+
+    The common case, delivered, is one statement for all of them on PostgreSQL; the rest go one by one.
+    """
+    now = now or timezone.now()
+    outcomes: list[DeliveryOutcome] = []
+    delivered: list[tuple[DeliveryClaim, dict[str, Any]]] = []
+    for claim, http_status, error, duration_ms in attempts:
+        if http_status == 200:
+            delivered.append((claim, _attempt_details(claim, http_status, error, duration_ms)))
+            outcomes.append(DeliveryOutcome.DELIVERED)
+        else:
+            outcomes.append(
+                record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms, now=now)[0]
+            )
+    if delivered:
+        _mark_delivered(delivered, now)
+    return outcomes
+
+
 _PG_DELIVERED_SQL = """
-WITH done AS (
-    UPDATE grading_submission
-    SET status = 'delivered', delivered_at = %(now)s, next_delivery_at = NULL, updated_at = %(now)s
-    WHERE id = %(id)s AND status = %(from)s AND delivery_attempts = %(attempt)s
-    RETURNING id
-), event AS (
-    INSERT INTO grading_submissionevent
-        (submission_id, from_status, to_status, reason, actor, created_at, details)
-    SELECT id, %(from)s, 'delivered', 'delivered', 'system:delivery', %(now)s, %(details)s::jsonb FROM done
-)
-SELECT id FROM done
-"""
-
-
-def _mark_delivered(claim: DeliveryClaim, details: dict[str, Any], now: datetime) -> bool:
-    """graded/failed -> delivered for the attempt ``claim`` made (one statement on PostgreSQL)."""
-    if connection.vendor != "postgresql":
-        return transition(
-            claim.submission_id,
-            claim.status,
-            Status.DELIVERED,
-            reason="delivered",
-            actor="system:delivery",
-            now=now,
-            details=details,
-            where={"delivery_attempts": claim.attempt},
-            queue_name=claim.queue or None,
-            delivered_at=now,
-            next_delivery_at=None,
-        )
-    check_edge(claim.status, Status.DELIVERED)
-    params: dict[str, Any] = {
-        "now": now,
-        "id": claim.submission_id,
-        "from": str(claim.status),
-        "attempt": claim.attempt,
-        "details": json.dumps(details),
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_PG_DELIVERED_SQL, params)
-        won = cursor.fetchone() is not None
-    if won:
-        log_transition(
-            claim.submission_id, claim.status, Status.DELIVERED, "delivered", "system:delivery", claim.queue or None
-        )
-    return won
-
-
-_PG_DELIVERED_MANY_SQL = """
 WITH attempt AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(attempts)s::int[], %(details)s::text[])
         AS t(id, status, attempt, details)
@@ -1046,47 +997,41 @@ SELECT id FROM done
 """
 
 
-def record_deliveries(
-    attempts: list[tuple[DeliveryClaim, int | None, str, int]], *, now: datetime | None = None
-) -> list[DeliveryOutcome]:
-    """``record_delivery`` for many attempts (claim, http_status, error, duration_ms) at once.
-
-    The common case, delivered, is one statement for all of them on PostgreSQL; the rest go one by one.
-    """
-    now = now or timezone.now()
-    outcomes: list[DeliveryOutcome] = []
-    delivered: list[tuple[DeliveryClaim, dict[str, Any]]] = []
-    for claim, http_status, error, duration_ms in attempts:
-        if http_status == 200 and connection.vendor == "postgresql":
-            check_edge(claim.status, Status.DELIVERED)
-            delivered.append((claim, {"attempt": claim.attempt, "http_status": 200, "duration_ms": duration_ms}))
-            outcomes.append(DeliveryOutcome.DELIVERED)
-        else:
-            outcomes.append(
-                record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms, now=now)[0]
+def _mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: datetime) -> None:
+    """graded/failed -> delivered for the attempts the claims made (one statement on PostgreSQL)."""
+    for claim, _details in delivered:
+        check_edge(claim.status, Status.DELIVERED)
+    if connection.vendor != "postgresql":
+        for claim, details in delivered:
+            transition(
+                claim.submission_id,
+                claim.status,
+                Status.DELIVERED,
+                reason="delivered",
+                actor="system:delivery",
+                now=now,
+                details=details,
+                where={"delivery_attempts": claim.attempt},
+                queue_name=claim.queue or None,
+                delivered_at=now,
+                next_delivery_at=None,
             )
-    if delivered:
-        params: dict[str, Any] = {
-            "ids": [c.submission_id for c, _ in delivered],
-            "statuses": [str(c.status) for c, _ in delivered],
-            "attempts": [c.attempt for c, _ in delivered],
-            "details": [json.dumps(d) for _, d in delivered],
-            "now": now,
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_DELIVERED_MANY_SQL, params)
-            done = {row[0] for row in cursor.fetchall()}
-        for claim, _ in delivered:
-            if claim.submission_id in done:
-                log_transition(
-                    claim.submission_id,
-                    claim.status,
-                    Status.DELIVERED,
-                    "delivered",
-                    "system:delivery",
-                    claim.queue or None,
-                )
-    return outcomes
+        return
+    params: dict[str, Any] = {
+        "ids": [c.submission_id for c, _ in delivered],
+        "statuses": [str(c.status) for c, _ in delivered],
+        "attempts": [c.attempt for c, _ in delivered],
+        "details": [json.dumps(d) for _, d in delivered],
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_PG_DELIVERED_SQL, params)
+        done = {row[0] for row in cursor.fetchall()}
+    for claim, _details in delivered:
+        if claim.submission_id in done:
+            log_transition(
+                claim.submission_id, claim.status, Status.DELIVERED, "delivered", "system:delivery", claim.queue or None
+            )
 
 
 def redeliver(submission_id: int, *, actor: str) -> bool:

@@ -53,6 +53,16 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the task messages that would have been sent (none is: no worker acts behind the test's back)."""
+    from celery_app import app
+
+    sent: list[str] = []
+    monkeypatch.setattr(app, "send_task", lambda name, *args, **kwargs: sent.append(name))
+    return sent
+
+
 def returned(queue: Any, lms_user: Any, grader_user: Any, lms: FakeLMS, n: int, reply: str = "") -> list[int]:
     """``n`` submissions with a grader reply accepted (returned), oldest first."""
     ids = []
@@ -104,7 +114,7 @@ def test_with_the_bell_many_replies_take_few_task_messages_and_each_grade_arrive
 def test_a_reply_that_finds_the_bell_set_is_scored_by_the_pending_run(
     settings: Any,
     redis_cache: Any,
-    published: list[str],
+    held: list[str],
     fake_lms: FakeLMS,
     queue: Any,
     lms_user: Any,
@@ -114,7 +124,7 @@ def test_a_reply_that_finds_the_bell_set_is_scored_by_the_pending_run(
     # A run has been asked for and not started yet: the bell is set.
     assert redis_cache.add(lifecycle.SCORE_BELL, "1", timeout=60)
     ids = returned(queue, lms_user, grader_user, fake_lms, 3)
-    assert published == []  # the replies relied on the pending run
+    assert held == []  # the replies relied on the pending run
     # The pending run clears the bell before it reads, so it sees all three.
     counts = delivery.score_and_deliver_returned()
     assert counts == {"taken": 3, "graded": 3, "delivered": 3}
@@ -122,7 +132,7 @@ def test_a_reply_that_finds_the_bell_set_is_scored_by_the_pending_run(
     assert redis_cache.get(lifecycle.SCORE_BELL) is None
     # The next reply rings again.
     more = returned(queue, lms_user, grader_user, fake_lms, 1)
-    assert published == ["grading.score_returned"]
+    assert held == ["grading.score_returned"]
     assert statuses(more) == {Status.RETURNED: 1}
 
 
@@ -235,7 +245,7 @@ def test_a_run_that_dies_after_scoring_leaves_the_grades_to_the_sweep(
 def test_a_run_past_its_time_hands_the_rest_to_a_new_run(
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
-    published: list[str],
+    held: list[str],
     fake_lms: FakeLMS,
     queue: Any,
     lms_user: Any,
@@ -248,5 +258,5 @@ def test_a_run_past_its_time_hands_the_rest_to_a_new_run(
     monkeypatch.setattr(delivery, "RUN_SECONDS", 0.0)
     # One full batch, then the time is up: the run stops and asks for another one.
     assert delivery.score_and_deliver_returned() == {"taken": 2, "graded": 2, "delivered": 2}
-    assert published == ["grading.score_returned"]
+    assert held == ["grading.score_returned"]
     assert statuses(ids) == {Status.DELIVERED: 2, Status.RETURNED: 3}
