@@ -227,9 +227,12 @@ def _schedule_followup(submission_id: int, to_status: str, countdown: float | No
 # Returned replies are scored and delivered in runs (grading.delivery.score_and_deliver_returned), not one
 # task per reply: under load, one run takes every reply waiting, with one statement for the lot. With a
 # shared cache, the "bell" keeps it to one task message per run instead of one per reply: whoever commits a
-# reply sets the bell, and sends a run only if it was not already set; a run clears the bell *before* it
-# reads the replies, so a reply committed while the bell was still set is read by that run. A lost message
-# or a dead worker leaves the bell set for at most SCORE_BELL_SECONDS, and the sweep finds the replies anyway.
+# reply sets the bell, and sends a run only if it was not already set. A run holds the bell while it works
+# and reads again after every batch, so replies committed meanwhile need no message; it stops only after it
+# has cleared the bell and then read once more and found nothing, so a reply committed while the bell was
+# still set is read by that last look, and one committed after it rings for a new run. A lost message or a
+# dead worker leaves the bell set for at most SCORE_BELL_SECONDS (a working run refreshes it), and the sweep
+# finds the replies anyway.
 
 SCORE_BELL = "gradequeue:score-bell"
 SCORE_BELL_SECONDS = 10
@@ -262,8 +265,23 @@ def request_scoring(*, force: bool = False) -> None:
             clear_scoring_bell()
 
 
+def hold_scoring_bell() -> bool:
+    """Called by a scoring run as it starts: set the bell (if its sender has not) for SCORE_BELL_SECONDS, so
+    that replies committed while the run works rely on it. False when there is no bell to hold."""
+    from django.core.cache import cache
+
+    if not _shared_cache():
+        return False
+    try:
+        cache.set(SCORE_BELL, "1", timeout=SCORE_BELL_SECONDS)
+    except Exception:
+        logger.warning("scoring bell unavailable; this run stops at its first short batch", exc_info=True)
+        return False
+    return True
+
+
 def clear_scoring_bell() -> None:
-    """Called by a scoring run before it reads: replies committed from now on ring for a new run."""
+    """Called by a scoring run before its last look: replies committed from now on ring for a new run."""
     from django.core.cache import cache
 
     if not _shared_cache():

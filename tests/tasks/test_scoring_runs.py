@@ -63,10 +63,12 @@ def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
-def returned(queue: Any, lms_user: Any, grader_user: Any, lms: FakeLMS, n: int, reply: str = "") -> list[int]:
-    """``n`` submissions with a grader reply accepted (returned), oldest first."""
+def returned(
+    queue: Any, lms_user: Any, grader_user: Any, lms: FakeLMS, n: int, reply: str = "", first: int = 0
+) -> list[int]:
+    """``n`` submissions (of students ``first`` onwards) with a grader reply accepted (returned), oldest first."""
     ids = []
-    for i in range(n):
+    for i in range(first, first + n):
         submission = submit(queue, lms_user, callback_url=lms.callback_url(student=i), body=lms_body(), lms_key=f"k{i}")
         lease = lifecycle.lease_next(queue, grader_user)
         assert lease is not None and lease.submission_id == submission.pk
@@ -125,13 +127,51 @@ def test_a_reply_that_finds_the_bell_set_is_scored_by_the_pending_run(
     assert redis_cache.add(lifecycle.SCORE_BELL, "1", timeout=60)
     ids = returned(queue, lms_user, grader_user, fake_lms, 3)
     assert held == []  # the replies relied on the pending run
-    # The pending run clears the bell before it reads, so it sees all three.
+    # The pending run reads until it finds nothing, then clears the bell and looks once more.
     counts = delivery.score_and_deliver_returned()
     assert counts == {"taken": 3, "graded": 3, "delivered": 3}
     assert statuses(ids) == {Status.DELIVERED: 3}
     assert redis_cache.get(lifecycle.SCORE_BELL) is None
     # The next reply rings again.
     more = returned(queue, lms_user, grader_user, fake_lms, 1)
+    assert held == ["grading.score_returned"]
+    assert statuses(more) == {Status.RETURNED: 1}
+
+
+def test_replies_committed_while_a_run_works_send_nothing_and_that_run_scores_them(
+    settings: Any,
+    redis_cache: Any,
+    held: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_lms: FakeLMS,
+    queue: Any,
+    lms_user: Any,
+    grader_user: Any,
+) -> None:
+    fast_pipeline(settings)
+    first = returned(queue, lms_user, grader_user, fake_lms, 2)
+    assert held == ["grading.score_returned"]  # the first reply rang; the second found the bell set
+    held.clear()
+    later: list[int] = []
+    real_batch = lifecycle.score_returned_batch
+
+    def batch_then_more_replies(limit: int, **kwargs: Any) -> Any:
+        result = real_batch(limit, **kwargs)
+        if not later:
+            # Graders keep replying while the run scores and posts its first batch.
+            later.extend(returned(queue, lms_user, grader_user, fake_lms, 3, first=2))
+        return result
+
+    monkeypatch.setattr(lifecycle, "score_returned_batch", batch_then_more_replies)
+    counts = delivery.score_and_deliver_returned()
+    # The run held the bell: the three later replies sent no message, and the same run scored them.
+    assert held == []
+    assert counts == {"taken": 5, "graded": 5, "delivered": 5}
+    assert statuses(first + later) == {Status.DELIVERED: 5}
+    assert len(fake_lms.delivered()) == 5
+    # Having found nothing, it let go of the bell: the next reply rings for a new run.
+    assert redis_cache.get(lifecycle.SCORE_BELL) is None
+    more = returned(queue, lms_user, grader_user, fake_lms, 1, first=5)
     assert held == ["grading.score_returned"]
     assert statuses(more) == {Status.RETURNED: 1}
 
@@ -255,7 +295,7 @@ def test_a_run_past_its_time_hands_the_rest_to_a_new_run(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
         ids = returned(queue, lms_user, grader_user, fake_lms, 5)
-    monkeypatch.setattr(delivery, "RUN_SECONDS", 0.0)
+    monkeypatch.setattr(delivery, "TURN_SECONDS", 0.0)
     # One full batch, then the time is up: the run stops and asks for another one.
     assert delivery.score_and_deliver_returned() == {"taken": 2, "graded": 2, "delivered": 2}
     assert held == ["grading.score_returned"]
