@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.http import HttpResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
-from rest_framework.response import Response
 
 
 class XQueueRenderer(BaseRenderer):
-    """``json.dumps`` with its default separators, byte-for-byte what the reference server sends."""
+    """``json.dumps`` with its default separators, byte-for-byte what the reference server sends (for DRF's
+    own responses; the API's envelopes are rendered by ``ok`` and ``fail``, the same way)."""
 
     media_type = "application/json"
     format = "json"
@@ -35,11 +36,19 @@ def envelope(success: bool, content: Any) -> dict[str, Any]:
     return {"return_code": 0 if success else 1, "content": content}
 
 
-def ok(content: Any) -> Response:
+CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+def _reply(success: bool, content: Any) -> HttpResponse:
+    # Rendered here, as XQueueRenderer would: a plain response skips DRF's rendering machinery.
+    return HttpResponse(json.dumps(envelope(success, content)).encode("utf-8"), content_type=CONTENT_TYPE)
+
+
+def ok(content: Any) -> HttpResponse:
     """HTTP 200, return_code 0."""
-    return Response(envelope(True, content))
+    return _reply(True, content)
 
 
-def fail(content: Any) -> Response:
+def fail(content: Any) -> HttpResponse:
     """HTTP 200, return_code 1: clients read the envelope; a 4xx/5xx would be taken for a broken server."""
-    return Response(envelope(False, content))
+    return _reply(False, content)

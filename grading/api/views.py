@@ -24,7 +24,6 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, ParseError, UnsupportedMediaType
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from grading import access, callbacks, files, lifecycle, throttle
@@ -51,10 +50,10 @@ class XQueueView(APIView):
             return fail("Request could not be parsed")
         return super().handle_exception(exc)
 
-    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return fail(self.not_allowed_message)
 
-    def options(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return self.http_method_not_allowed(request)
 
 
@@ -68,15 +67,15 @@ class LoginView(XQueueView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         # 2026 watchers read the csrftoken cookie from this GET before they log in.
         get_token(request._request)
         return fail("login_required")
 
-    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return self.get(request)
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         data = _form(request)
         username, password = data.get("username"), data.get("password")
         if not username or not password:
@@ -99,7 +98,7 @@ class LogoutView(XQueueView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
-    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         logout(request._request)
         return ok("Goodbye")
 
@@ -110,7 +109,7 @@ class StatusView(XQueueView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
-    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return ok("OK")
 
     get = http_method_not_allowed
@@ -119,7 +118,7 @@ class StatusView(XQueueView):
 class SubmitView(XQueueView):
     not_allowed_message = "Queue requests should use HTTP POST"
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + int(setting("MAX_FILES")) * int(setting("MAX_FILE_BYTES"))
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             return fail(f"Request too large (limit {limit} bytes)")
@@ -166,7 +165,7 @@ class SubmitView(XQueueView):
         return ok(str(length))
 
 
-def _queue_name(request: Request, endpoint: str) -> tuple[str, Response | None]:
+def _queue_name(request: Request, endpoint: str) -> tuple[str, HttpResponse | None]:
     name = request.query_params.get("queue_name") or ""
     if not name:
         return "", fail(f"'{endpoint}' must provide parameter 'queue_name'")
@@ -174,7 +173,7 @@ def _queue_name(request: Request, endpoint: str) -> tuple[str, Response | None]:
 
 
 class GetQueueLenView(XQueueView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         name, error = _queue_name(request, "get_queuelen")
         if error:
             return error
@@ -187,7 +186,7 @@ class GetQueueLenView(XQueueView):
 
 
 class GetSubmissionView(XQueueView):
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         name, error = _queue_name(request, "get_submission")
         if error:
             return error
@@ -261,7 +260,7 @@ def _submission_id(value: Any) -> int | None:
 class PutResultView(XQueueView):
     not_allowed_message = "'put_result' must use HTTP POST"
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         data = _form(request)
         header_text, reply = data.get("xqueue_header"), data.get("xqueue_body")
         if not isinstance(header_text, str) or not isinstance(reply, str):
