@@ -10,7 +10,8 @@ Why these values, measured with ``make bench`` on a 2-core machine (BENCHMARKS.m
 - Workers = cores + 1, 4 threads each: a thread waits on PostgreSQL or the broker for part of each request,
   and another thread (or process) fills that time; with more processes than that, two cores only switch
   between them more often. 2 x 8 and 4 x 4 were no better than 3 x 4.
-- ``preload_app``: Django is imported once in the master, so workers fork ready and share memory.
+- ``preload_app``: Django is imported once in the master, so workers fork ready and share memory;
+  ``config/wsgi.py`` also imports there what the first requests would (URL configuration, views, DRF).
 - No access log: a line per request costs measurable time at hundreds of requests per second; the
   application logs every state change already.
 - A finite ``max_requests`` with jitter recycles workers to contain slow memory growth, far apart enough
