@@ -34,6 +34,13 @@ def test_envelope_uses_json_dumps_default_separators_and_integer_return_code() -
     assert raw(Client().get("/xqueue/status/")) == b'{"return_code": 0, "content": "OK"}'
 
 
+@pytest.mark.parametrize("accept", ["text/html", "application/xml;q=0.9", "*/*", "nonsense"])
+def test_every_reply_is_the_json_envelope_whatever_the_client_accepts(grader_client: Client, accept: str) -> None:
+    response = grader_client.get("/xqueue/get_queuelen/?queue_name=test-123", HTTP_ACCEPT=accept)
+    assert raw(response) == b'{"return_code": 0, "content": 0}'
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+
+
 # --- §2 login, logout, status -----------------------------------------------------------------------
 
 
