@@ -351,8 +351,24 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
     return submission, length
 
 
+_PG_BOUNDED_LENGTH_SQL = """
+SELECT count(*) FROM (
+    SELECT id FROM grading_submission
+    WHERE queue_id = ANY(%(queue_ids)s::bigint[]) AND status = 'queued'
+    ORDER BY queue_id, id
+    LIMIT %(limit)s
+) AS waiting
+"""
+
+
 def queue_length(queue_id: int, *, limit: int | None = None) -> int:
     """Submissions of a queue waiting to be handed out (leased ones are not counted), up to ``limit``."""
+    if limit is not None and connection.vendor == "postgresql":
+        # A bounded count (is there work?) reads sub_waiting whatever the statistics say (see _PG_LEASE_SQL).
+        with connection.cursor() as cursor:
+            cursor.execute(_PG_BOUNDED_LENGTH_SQL, {"queue_ids": [queue_id], "limit": limit})
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
     waiting = Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED)
     if limit is not None:
         waiting = waiting[:limit]
@@ -376,11 +392,18 @@ def new_lease_key() -> str:
     return secrets.token_urlsafe(32)
 
 
+# The oldest waiting submission of a queue comes from the partial index sub_waiting (queue_id, id WHERE
+# status = 'queued') whatever PostgreSQL's statistics say. Written as "queue_id = %s ... ORDER BY id", the
+# planner may walk the primary key instead, filtering out every submission already handed out: it does
+# whenever the statistics say most rows are queued (a young table after an exam's burst, until the next
+# auto-analyze), and each lease then reads every row handed out so far (3 ms per lease after 1 000 in a
+# 2 000 drain, three quarters of PostgreSQL's time). Only sub_waiting can give "queue_id = ANY(array)"
+# rows in (queue_id, id) order, so that form always takes it. (The same for queue_length's bounded count.)
 _PG_LEASE_SQL = """
 WITH candidate AS (
     SELECT id FROM grading_submission
-    WHERE queue_id = %(queue_id)s AND status = 'queued'
-    ORDER BY id
+    WHERE queue_id = ANY(%(queue_ids)s::bigint[]) AND status = 'queued'
+    ORDER BY queue_id, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), leased AS (
@@ -420,7 +443,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
             cursor.execute(
                 _PG_LEASE_SQL,
                 {
-                    "queue_id": queue.pk,
+                    "queue_ids": [queue.pk],
                     "key": key,
                     "expires": expires,
                     "expires_iso": expires.isoformat(),
