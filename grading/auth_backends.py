@@ -70,7 +70,7 @@ class CachedCredentialsBackend(ModelBackend):
         user = super().get_user(user_id)
         if user is not None and ttl > 0:
             cache.set(key, user, ttl)
-            localcache.put(key, _with_fixed_session_hash(copy.copy(user)))
+            localcache.put(key, _with_fixed_session_hash(_copy(user)))
         return user
 
 

@@ -10,9 +10,13 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 
 
+def encode(data: Any) -> bytes:
+    """``json.dumps`` with its default separators, byte-for-byte what the reference server sends."""
+    return json.dumps(data).encode("utf-8")
+
+
 class XQueueRenderer(BaseRenderer):
-    """``json.dumps`` with its default separators, byte-for-byte what the reference server sends (for DRF's
-    own responses; the API's envelopes are rendered by ``ok`` and ``fail``, the same way)."""
+    """``encode`` for DRF's own responses; the API's envelopes are rendered by ``ok`` and ``fail``."""
 
     media_type = "application/json"
     format = "json"
@@ -21,7 +25,7 @@ class XQueueRenderer(BaseRenderer):
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         if data is None:
             return b""
-        return json.dumps(data).encode("utf-8")
+        return encode(data)
 
 
 class EnvelopeOnly(DefaultContentNegotiation):
@@ -36,12 +40,12 @@ def envelope(success: bool, content: Any) -> dict[str, Any]:
     return {"return_code": 0 if success else 1, "content": content}
 
 
-CONTENT_TYPE = "application/json; charset=utf-8"
+CONTENT_TYPE = f"{XQueueRenderer.media_type}; charset={XQueueRenderer.charset}"
 
 
 def _reply(success: bool, content: Any) -> HttpResponse:
     # Rendered here, as XQueueRenderer would: a plain response skips DRF's rendering machinery.
-    return HttpResponse(json.dumps(envelope(success, content)).encode("utf-8"), content_type=CONTENT_TYPE)
+    return HttpResponse(encode(envelope(success, content)), content_type=CONTENT_TYPE)
 
 
 def ok(content: Any) -> HttpResponse:
