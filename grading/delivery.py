@@ -8,10 +8,11 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import certifi
+import urllib3
 from requests.utils import get_environ_proxies
 
 from grading import lifecycle
@@ -23,35 +24,72 @@ logger = logging.getLogger("grading.delivery")
 # POST per round, not the sum of them).
 POST_CONCURRENCY = 8
 
-_session = requests.Session()
-_adapter = HTTPAdapter(pool_connections=POST_CONCURRENCY, pool_maxsize=POST_CONCURRENCY * 2)
-_session.mount("http://", _adapter)
-_session.mount("https://", _adapter)
-# requests reads the environment on every call (every variable, for proxies; REQUESTS_CA_BUNDLE; .netrc),
-# which was a fifth of a worker's CPU per grade. Here the CA bundle is read per call (two look-ups) and the
-# proxies once per LMS address and proxy setting (_proxies). Credentials in a callback URL still apply;
-# .netrc files do not.
-_session.trust_env = False
+# Grades are posted with urllib3, the connection layer under requests, without requests itself: requests
+# rebuilt its whole request pipeline (hooks, cookie jar, environment merging) on every POST, and a POST cost
+# the worker twice the CPU (BENCHMARKS.md). What requests did that matters here is kept: keep-alive pools,
+# verified TLS (certifi's bundle, or REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, read on every call), proxies from
+# HTTP(S)_PROXY / ALL_PROXY / NO_PROXY (looked up once per LMS address and proxy setting), credentials in the
+# callback or proxy URL, no redirects followed, no retries. .netrc files are not read.
 _PROXY_VARIABLES = tuple(
     name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for name in (base, base.upper())
 )
+_NO_RETRIES = urllib3.Retry(0, read=False, redirect=False)
+_FORM = "application/x-www-form-urlencoded"
 
 
 @functools.lru_cache(maxsize=1024)
-def _proxies_for(origin: str, _setting: tuple[str | None, ...]) -> dict[str, str]:
-    return dict(get_environ_proxies(origin))
+def _proxy_for(origin: str, _setting: tuple[str | None, ...]) -> str | None:
+    proxies = get_environ_proxies(origin)
+    scheme = urlsplit(origin).scheme
+    return proxies.get(scheme) or proxies.get("all")
 
 
-def _proxies(url: str) -> dict[str, str]:
-    """The proxies that HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case) set for ``url``."""
+def _proxy(url: str) -> str | None:
+    """The proxy that HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case) set for ``url``, if any."""
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"
-    return _proxies_for(origin, tuple(os.environ.get(name) for name in _PROXY_VARIABLES))
+    return _proxy_for(origin, tuple(os.environ.get(name) for name in _PROXY_VARIABLES))
 
 
-def _verify() -> str | bool:
-    """Verify TLS certificates, against REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) when set, as requests does."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+def _ca_bundle() -> str:
+    """Verify TLS certificates against REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) when set, as requests does."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+
+
+_managers: dict[tuple[str | None, str, int], urllib3.PoolManager] = {}
+_managers_lock = threading.Lock()
+
+
+def _manager(proxy: str | None, ca_bundle: str) -> urllib3.PoolManager:
+    """The process's connection pools for this proxy and CA bundle (made anew in a forked child)."""
+    key = (proxy, ca_bundle, os.getpid())
+    manager = _managers.get(key)
+    if manager is None:
+        with _managers_lock:
+            manager = _managers.get(key)
+            if manager is None:
+                options: dict[str, Any] = {
+                    "num_pools": 64,
+                    "maxsize": POST_CONCURRENCY,
+                    "cert_reqs": "CERT_REQUIRED",
+                    "ca_certs": ca_bundle,
+                }
+                if proxy:
+                    credentials = _credentials(proxy)
+                    headers = urllib3.make_headers(proxy_basic_auth=credentials) if credentials else None
+                    manager = urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
+                else:
+                    manager = urllib3.PoolManager(**options)
+                _managers[key] = manager
+    return manager
+
+
+def _credentials(url: str) -> str | None:
+    """"user:password" from a URL's user information (percent-decoded, as requests does), or None."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    return f"{unquote(parts.username)}:{unquote(parts.password or '')}"
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -82,18 +120,24 @@ def _post(claim: lifecycle.DeliveryClaim) -> tuple[int | None, str, int]:
     started = time.monotonic()
     http_status: int | None = None
     error = ""
+    url = claim.callback_url
+    headers = {"Content-Type": _FORM}
     try:
-        response = _session.post(
-            claim.callback_url,
-            data={"xqueue_header": claim.lms_header, "xqueue_body": claim.lms_body},
-            timeout=float(setting("DELIVERY_TIMEOUT")),
-            allow_redirects=False,
-            proxies=_proxies(claim.callback_url),
-            verify=_verify(),
+        credentials = _credentials(url)
+        if credentials:
+            headers.update(urllib3.make_headers(basic_auth=credentials))
+        timeout = float(setting("DELIVERY_TIMEOUT"))
+        response = _manager(_proxy(url), _ca_bundle()).request(
+            "POST",
+            url,
+            body=urlencode({"xqueue_header": claim.lms_header, "xqueue_body": claim.lms_body}),
+            headers=headers,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=_NO_RETRIES,
+            redirect=False,
         )
-        http_status = response.status_code
-        response.close()
-    except requests.RequestException as exc:
+        http_status = response.status
+    except (urllib3.exceptions.HTTPError, ValueError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"
     return http_status, error, int((time.monotonic() - started) * 1000)
 

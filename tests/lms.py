@@ -25,6 +25,8 @@ class Callback:
     body: str
     status: int
     received_at: float
+    authorization: str = ""
+    proxy_authorization: str = ""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class FakeLMS:
                         form.get("xqueue_body", [""])[0],
                         status,
                         time.monotonic(),
+                        self.headers.get("Authorization", ""),
+                        self.headers.get("Proxy-Authorization", ""),
                     )
                     lms.callbacks.append(cb)
                 if lms.on_request:

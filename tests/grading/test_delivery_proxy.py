@@ -3,11 +3,13 @@ LMS that NO_PROXY lists."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from django.utils import timezone
 
 from grading import delivery, lifecycle
-from tests.lms import FakeLMS
+from tests.lms import FakeLMS, free_port
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -52,3 +54,34 @@ def test_a_grade_goes_through_the_proxy_and_not_through_it_for_no_proxy_hosts(
     finally:
         proxy.stop()
         lms.stop()
+
+
+def test_credentials_in_the_callback_or_proxy_url_are_sent_as_basic_auth(
+    clean_proxy_environment: pytest.MonkeyPatch,
+) -> None:
+    env = clean_proxy_environment
+    proxy, lms = FakeLMS().start(), FakeLMS().start()
+    try:
+        assert delivery._post(claim_for(f"http://lms%40x:p%3Ass@127.0.0.1:{lms.port}/grade"))[0] == 200
+        assert lms.callbacks[0].path == "/grade"
+        assert lms.callbacks[0].authorization == "Basic " + base64.b64encode(b"lms@x:p:ss").decode()
+
+        env.setenv("HTTP_PROXY", f"http://relay:secret@127.0.0.1:{proxy.port}")
+        assert delivery._post(claim_for("http://lms.invalid/graded"))[0] == 200
+        assert proxy.callbacks[0].path == "http://lms.invalid/graded"
+        assert proxy.callbacks[0].proxy_authorization == "Basic " + base64.b64encode(b"relay:secret").decode()
+        assert proxy.callbacks[0].authorization == ""
+    finally:
+        proxy.stop()
+        lms.stop()
+
+
+def test_an_lms_that_cannot_be_reached_is_an_error_not_an_exception(
+    clean_proxy_environment: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    status, error, _ms = delivery._post(claim_for(f"http://127.0.0.1:{port}/grade"))
+    assert status is None
+    assert "refused" in error.lower()
+    status, error, _ms = delivery._post(claim_for("not a url"))
+    assert status is None and error
