@@ -85,7 +85,7 @@ def _manager(proxy: str | None, ca_bundle: str) -> urllib3.PoolManager:
 
 
 def _credentials(url: str) -> str | None:
-    """"user:password" from a URL's user information (percent-decoded, as requests does), or None."""
+    """ "user:password" from a URL's user information (percent-decoded, as requests does), or None."""
     parts = urlsplit(url)
     if parts.username is None:
         return None
