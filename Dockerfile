@@ -26,4 +26,6 @@ RUN pip install . \
 USER gradequeue
 EXPOSE 8000
 # The web service; docker-compose.yml gives the worker, beat, flower and migrate services their own command.
-CMD ["gunicorn", "-c", "config/gunicorn.conf.py", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "config.wsgi"]
+# config/serve.py: Granian serving the WSGI application (the configuration BENCHMARKS.md measured).
+ENV WEB_BIND=0.0.0.0:8000
+CMD ["python", "-m", "config.serve"]

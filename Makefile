@@ -51,11 +51,13 @@ clean:
 BENCH_PG ?= postgres://postgres@127.0.0.1:5432
 export BENCH_PG
 
-bench/.venv-edx/.installed:
+# edx-submissions is served by the same server as gradequeue (config/serve.py, Granian).
+EDX_VENV_STAMP := bench/.venv-edx/.installed-granian
+$(EDX_VENV_STAMP):
 	$(PYTHON) -m venv bench/.venv-edx
 	bench/.venv-edx/bin/pip install --quiet --upgrade pip
-	bench/.venv-edx/bin/pip install --quiet "edx-submissions==4.0.2" openedx-events "psycopg[binary]" gunicorn
+	bench/.venv-edx/bin/pip install --quiet "edx-submissions==4.0.2" openedx-events "psycopg[binary]" "granian>=2.8,<3"
 	touch $@
 
-bench: install bench/.venv-edx/.installed
+bench: install $(EDX_VENV_STAMP)
 	$(PY) bench/run.py $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)

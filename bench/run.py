@@ -165,7 +165,7 @@ def gq_env(db: str) -> dict[str, str]:
         "GRADEQUEUE_CALLBACK_HOSTS": "127.0.0.1",
         "GRADEQUEUE_DEV": "0",
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
-        "GUNICORN_BIND": f"{HOST}:{PORTS['gradequeue']}",
+        "WEB_BIND": f"{HOST}:{PORTS['gradequeue']}",
         "PYTHONPATH": str(ROOT),
     }
 
@@ -231,7 +231,8 @@ class Contestant:
     def start(self) -> None:
         if self.name in PORTS:
             port_free(PORTS[self.name])
-        gunicorn_conf = ROOT / "config" / "gunicorn.conf.py"
+        # Every HTTP contestant is served by gradequeue's own server configuration (config/serve.py).
+        serve = ROOT / "config" / "serve.py"
         if self.name == "gradequeue":
             assert self.db
             env = {**gq_env(self.db), **self.env}
@@ -242,7 +243,7 @@ class Contestant:
                 check=False,
                 capture_output=True,
             )
-            self._spawn("web", [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "config.wsgi"], env)
+            self._spawn("web", [GQ_VENV / "python", "-m", "config.serve"], env)
             self._spawn(
                 "worker",
                 [
@@ -281,20 +282,21 @@ class Contestant:
             env = {
                 **os.environ,
                 "EDX_DB_NAME": self.db or "",
-                "GUNICORN_BIND": f"{HOST}:{PORTS['edx']}",
+                "WEB_BIND": f"{HOST}:{PORTS['edx']}",
+                "WEB_APP": "wsgi:application",
                 "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
             }
             self._spawn(
                 "web",
-                [EDX_VENV / "gunicorn", "-c", gunicorn_conf, "wsgi:application"],
+                [EDX_VENV / "python", serve],
                 env,
                 cwd=BENCH / "edx_submissions_project",
             )
         elif self.name == "constant":
-            env = {**os.environ, "GUNICORN_BIND": f"{HOST}:{PORTS['constant']}"}
+            env = {**os.environ, "WEB_BIND": f"{HOST}:{PORTS['constant']}", "WEB_APP": "app:application"}
             self._spawn(
                 "web",
-                [GQ_VENV / "gunicorn", "-c", gunicorn_conf, "app:application"],
+                [GQ_VENV / "python", serve],
                 env,
                 cwd=BENCH / "constant_project",
             )

@@ -98,7 +98,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # The admin's CSS and JS, served by the app itself (gunicorn serves no files); see WHITENOISE_* below.
+    # The admin's CSS and JS, served by the app itself (the web server serves no files); see WHITENOISE_* below.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

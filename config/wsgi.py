@@ -7,13 +7,12 @@ application = get_wsgi_application()
 
 
 def warm_up() -> None:
-    """Import what the first requests would otherwise import, once, before gunicorn forks its workers.
+    """Import what the first requests would otherwise import, as the web worker loads the application.
 
     Django loads the URL configuration (and with it every view, DRF and the task modules the views reach)
-    on the first request, and Celery its result backend on the first task message; in each worker process
-    that cost about a second of CPU while serving load. With ``preload_app`` the master pays it once and
-    every worker (including those recycled by ``max_requests``) starts warm. Nothing here opens a
-    connection: sockets must not be shared across the fork.
+    on the first request, and Celery its result backend on the first task message; in each web worker that
+    cost about a second of CPU while serving load. Here each worker pays it before it serves. Nothing here
+    opens a connection, so the module may also be imported before a fork.
     """
     import redis  # noqa: F401 (the cache's client library, imported on the first cache call)
     from django.urls import get_resolver

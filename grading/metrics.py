@@ -1,6 +1,6 @@
 """Prometheus metrics, computed from the database at scrape time.
 
-Why a custom collector rather than counters incremented in code: gradequeue runs as several gunicorn
+Why a custom collector rather than counters incremented in code: gradequeue runs as several web
 workers and several Celery worker processes, each of which would hold its own counters (and lose them on
 restart). The database already records every transition as a ``SubmissionEvent`` and every timestamp on
 the ``Submission``, so one scrape of any web process reads the same, complete numbers. Counters and
@@ -162,7 +162,7 @@ def render(accept: str | None = None) -> tuple[bytes, str]:
     """The metrics and their content type, in the format the scraper's Accept header asks for.
 
     A registry of our own, not the process-global one: the global registry's process metrics describe
-    whichever gunicorn worker answered the scrape, which says nothing about the service.
+    whichever web worker answered the scrape, which says nothing about the service.
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector())

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand
 
 class Command(BaseCommand):
     help = (
-        "Run the whole service in the foreground: the web server (gunicorn), a Celery worker and Celery beat. "
+        "Run the whole service in the foreground: the web server (Granian), a Celery worker and Celery beat. "
         "Ctrl-C stops all three. Used by `make run`; production runs them as separate services."
     )
 
@@ -21,20 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         python = sys.executable
-        bindir = os.path.dirname(python)
         commands = {
-            "web": [
-                os.path.join(bindir, "gunicorn"),
-                "config.wsgi",
-                "--bind",
-                f"{opts['host']}:{opts['port']}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
+            "web": [python, "-m", "config.serve"],
             "worker": [
                 python,
                 "-m",
@@ -50,7 +38,17 @@ class Command(BaseCommand):
             ],
             "beat": [python, "-m", "celery", "-A", "celery_app", "beat", "--loglevel", "INFO"],
         }
-        procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
+        # The web server as production runs it (config/serve.py), two workers, with an access log.
+        web_env = {
+            **os.environ,
+            "WEB_BIND": f"{opts['host']}:{opts['port']}",
+            "WEB_WORKERS": os.environ.get("WEB_WORKERS", "2"),
+            "WEB_ACCESS_LOG": os.environ.get("WEB_ACCESS_LOG", "true"),
+        }
+        procs = {
+            name: subprocess.Popen(cmd, env=web_env if name == "web" else None)  # noqa: S603
+            for name, cmd in commands.items()
+        }
         self.stdout.write(f"gradequeue is listening on http://{opts['host']}:{opts['port']}/xqueue/ (Ctrl-C stops)")
         stopping = False
 

@@ -1,0 +1,184 @@
+"""The production web server (``python -m config.serve``, Granian) in front of the application, over real HTTP:
+the XQueue calls, file uploads and downloads, keep-alive, and the server's own settings."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+from django.db import connection
+
+from config import serve
+from grading.models import Queue, Role, Status, Submission
+from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
+from tests.lms import free_port
+from tests.xqclient import XQueueClient, grade, lms_body
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """The test database, as a DATABASE_URL for another process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    user = db["USER"] or "postgres"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{user}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def server(settings: Any) -> Iterator[str]:
+    """gradequeue served as production serves it, on the test database, in its own process group."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "GRADEQUEUE_DEV": "1",
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
+        "GRADEQUEUE_CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "WEB_BIND": f"127.0.0.1:{port}",
+        "WEB_WORKERS": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("CACHE_URL", None)
+    options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    if "data_folder_in" in options:
+        env["GRADEQUEUE_BROKER_DIR"] = options["data_folder_in"]
+    process = subprocess.Popen([sys.executable, "-m", "config.serve"], cwd=ROOT, env=env, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{base_url}/xqueue/status/", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None, "the web server exited at start-up"
+            assert time.monotonic() < deadline, "the web server did not answer within 60 s"
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def accounts(settings: Any) -> Queue:
+    # The server process checks passwords with the production hashers, so these accounts use one of them.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    queue = Queue.objects.create(name="served")
+    make_account("lms", LMS_PASSWORD, Role.LMS, queue)
+    make_account("grader", GRADER_PASSWORD, Role.GRADER, queue)
+    return queue
+
+
+BINARY = bytes(range(256)) * 64 + b"\r\n\x00\xff"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_production_server_carries_a_submission_with_files_from_the_lms_to_a_grader(
+    server: str, accounts: Queue
+) -> None:
+    lms = XQueueClient(server, "lms", LMS_PASSWORD)
+    header = {"lms_callback_url": "http://127.0.0.1:9/courses/c/xqueue/1/p/score_update", "lms_key": "k"}
+    files = {"answer.py": b"print(42)\n", "data.bin": BINARY}
+    assert lms.submit({**header, "queue_name": "served"}, lms_body("42"), files=files) == {
+        "return_code": 0,
+        "content": "1",
+    }
+
+    watcher = XQueueClient(server, "grader", GRADER_PASSWORD, csrf_prelude=True)
+    reply = watcher.get_submission("served")
+    assert reply["return_code"] == 0, reply
+    content = json.loads(reply["content"])
+    assert json.loads(content["xqueue_body"])["student_response"] == "42"
+    urls = json.loads(content["xqueue_files"])
+    assert set(urls) == set(files)
+    for name, url in urls.items():
+        assert url.startswith(server + "/xqueue/files/")
+        assert requests.get(url, timeout=5).content == files[name]
+
+    assert watcher.put_result(content["xqueue_header"], grade()) == {"return_code": 0, "content": ""}
+    assert watcher.get_submission("served") == {"return_code": 1, "content": "Queue 'served' is empty"}
+    submission = Submission.objects.get()
+    assert submission.status in (Status.RETURNED, Status.GRADED, Status.DELIVERED, Status.FAILED)
+    assert submission.grader_reply == grade()
+    assert watcher.logins == 1  # one session served every call, across the server's workers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_production_server_keeps_connections_alive_and_answers_oversized_bodies_with_the_envelope(
+    server: str, accounts: Queue
+) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    statuses = []
+    for _ in range(3):
+        conn.request("GET", "/xqueue/status/")
+        response = conn.getresponse()
+        statuses.append((response.status, json.loads(response.read())))
+        if _ == 0:
+            first_socket = conn.sock
+    assert statuses == [(200, {"return_code": 0, "content": "OK"})] * 3
+    assert conn.sock is first_socket  # one connection carried all three
+    conn.close()
+
+    lms = XQueueClient(server, "lms", LMS_PASSWORD)
+    lms.login()
+    limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    reply = lms.session.post(
+        f"{server}/xqueue/submit/",
+        data={"xqueue_header": "{}", "xqueue_body": "x" * (limit + 1)},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert reply.status_code == 200
+    assert reply.json() == {"return_code": 1, "content": f"Request too large (limit {limit} bytes)"}
+
+
+def test_server_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WEB_BIND", "WEB_WORKERS", "WEB_THREADS", "WEB_ACCESS_LOG", "WEB_MAX_RSS", "WEB_APP"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = serve.options()
+    assert (defaults["target"], defaults["address"], defaults["port"]) == ("config.wsgi:application", "127.0.0.1", 8000)
+    assert defaults["workers"] == (os.cpu_count() or 1)
+    assert (defaults["blocking_threads"], defaults["log_access"], defaults["workers_max_rss"]) == (4, False, None)
+
+    monkeypatch.setenv("WEB_BIND", "0.0.0.0:9000")
+    monkeypatch.setenv("WEB_WORKERS", "3")
+    monkeypatch.setenv("WEB_THREADS", "6")
+    monkeypatch.setenv("WEB_ACCESS_LOG", "true")
+    monkeypatch.setenv("WEB_MAX_RSS", "512")
+    chosen = serve.options()
+    assert (chosen["address"], chosen["port"], chosen["workers"], chosen["blocking_threads"]) == ("0.0.0.0", 9000, 3, 6)
+    assert (chosen["log_access"], chosen["workers_max_rss"]) == (True, 512)
+
+    for name, value, message in (
+        ("WEB_BIND", "nowhere", "is not host:port"),
+        ("WEB_WORKERS", "many", "is not an integer"),
+        ("WEB_THREADS", "0", "must be at least 1"),
+        ("WEB_ACCESS_LOG", "perhaps", "is not a boolean"),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setenv(name, value)
+            with pytest.raises(SystemExit, match=message):
+                serve.options()
