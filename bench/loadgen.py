@@ -395,6 +395,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "other_failures": dict(other),
         "lost": len(expected - graded_numbers),
         "completed": len(graded_numbers) >= args.target,
+        # Grades accepted in each half second of the run: shows warm-up and the tail.
+        "graded_timeline": [
+            sum(1 for _, t in graded if start + i / 2 <= t < start + (i + 1) / 2) for i in range(int(elapsed * 2) + 1)
+        ],
     }
     if callbacks is not None:
         arrivals = callbacks.arrivals

@@ -4,6 +4,7 @@ the XQueue calls, file uploads and downloads, keep-alive, and the server's own s
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -13,10 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from django.conf import settings as django_settings
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from config import serve
@@ -182,3 +185,47 @@ def test_server_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
             patch.setenv(name, value)
             with pytest.raises(SystemExit, match=message):
                 serve.options()
+
+
+def wsgi_environ(path: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+    }
+
+
+@pytest.mark.django_db
+def test_ordinary_replies_reach_the_server_whole_and_closed_and_streams_stay_streams() -> None:
+    from django.core.signals import request_finished
+    from django.http import FileResponse
+
+    from grading import files
+
+    app = serve.load("config.wsgi:application")
+    finished: list[Any] = []
+
+    def note(**kwargs: Any) -> None:
+        finished.append(kwargs)
+
+    request_finished.connect(note, weak=False)
+    try:
+        statuses: list[str] = []
+        reply = app(wsgi_environ("/xqueue/status/"), lambda status, headers, exc_info=None: statuses.append(status))
+        assert reply == [b'{"return_code": 0, "content": "OK"}']
+        assert statuses == ["200 OK"] and len(finished) == 1  # closed: Django's request_finished has run
+
+        stored = files.store({"a.txt": SimpleUploadedFile("a.txt", b"file body")})
+        url = files.urls_for(stored, "http://127.0.0.1/")["a.txt"]
+        stream = app(wsgi_environ(urlsplit(url).path), lambda status, headers, exc_info=None: statuses.append(status))
+        assert isinstance(stream, FileResponse) and statuses[-1] == "200 OK"
+        assert b"".join(stream) == b"file body"
+        stream.close()
+    finally:
+        request_finished.disconnect(note)
