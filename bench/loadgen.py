@@ -298,6 +298,14 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[rank]
 
 
+def timeline(offsets: list[float], step: float) -> list[int]:
+    """How many of ``offsets`` (seconds from the start) fall in each ``step`` of the run."""
+    counts = [0] * (int(max(offsets, default=0.0) / step) + 1)
+    for offset in offsets:
+        counts[max(0, int(offset / step))] += 1
+    return counts
+
+
 def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000.0, 2)
 
@@ -396,9 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lost": len(expected - graded_numbers),
         "completed": len(graded_numbers) >= args.target,
         # Grades accepted in each half second of the run: shows warm-up and the tail.
-        "graded_timeline": [
-            sum(1 for _, t in graded if start + i / 2 <= t < start + (i + 1) / 2) for i in range(int(elapsed * 2) + 1)
-        ],
+        "graded_timeline": timeline([t - start for _, t in graded], 0.5),
     }
     if callbacks is not None:
         arrivals = callbacks.arrivals
