@@ -227,9 +227,11 @@ def score_and_deliver_returned(*, batch: int | None = None) -> dict[str, int]:
                 # Nothing left unlocked when read, and any reply committed since then rang for a run.
                 return counts
             if taken == 0:
-                # Replies committed while the bell was held sent nothing: release it, then read once more.
+                # Replies committed while the bell was held sent nothing: release it, then read once more,
+                # after the time for which a web process may still take the bell for set without asking.
                 lifecycle.clear_scoring_bell()
                 holding = False
+                time.sleep(lifecycle.SCORE_BELL_MEMORY)
         now = time.monotonic()
         if now - started > TURN_SECONDS:
             break

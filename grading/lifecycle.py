@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -233,9 +234,24 @@ def _schedule_followup(submission_id: int, to_status: str, countdown: float | No
 # still set is read by that last look, and one committed after it rings for a new run. A lost message or a
 # dead worker leaves the bell set for at most SCORE_BELL_SECONDS (a working run refreshes it), and the sweep
 # finds the replies anyway.
+#
+# Each process also remembers, for SCORE_BELL_MEMORY seconds, that it found the bell set (or set it and sent
+# the run), and rings only after that: under load a reply then costs no Redis round trip at all. A run waits
+# SCORE_BELL_MEMORY between clearing the bell and its last look, so a reply that relied on the memory was
+# committed before that look: its process found the bell set at most SCORE_BELL_MEMORY before the reply, and
+# either the bell was set again after the clear (a new run is on its way) or the last look is still ahead.
 
 SCORE_BELL = "gradequeue:score-bell"
 SCORE_BELL_SECONDS = 10
+SCORE_BELL_MEMORY = 0.05
+# Until when (time.monotonic()) this process may take the bell for set without asking Redis.
+_bell_known_until = 0.0
+
+
+def forget_scoring_bell() -> None:
+    """Drop this process's memory of the bell (after the shared cache was emptied, and between tests)."""
+    global _bell_known_until
+    _bell_known_until = 0.0
 
 
 def _shared_cache() -> bool:
@@ -246,23 +262,34 @@ def _shared_cache() -> bool:
 
 def request_scoring(*, force: bool = False) -> None:
     """Ask for a scoring run, unless one is already on its way (shared cache only). Never raises."""
+    global _bell_known_until
     from django.core.cache import cache
 
     from celery_app import app
 
     bell = _shared_cache()
+    asked_at = time.monotonic()
+    rang = False  # this call set the bell: if the run's message goes out, the bell is known to be set
     if bell and not force:
+        if asked_at < _bell_known_until:
+            return
         try:
-            if not cache.add(SCORE_BELL, "1", timeout=SCORE_BELL_SECONDS):
-                return
+            rang = cache.add(SCORE_BELL, "1", timeout=SCORE_BELL_SECONDS)
         except Exception:
             logger.warning("scoring bell unavailable; sending a scoring run anyway", exc_info=True)
+        else:
+            if not rang:
+                _bell_known_until = asked_at + SCORE_BELL_MEMORY
+                return
     try:
         app.send_task("grading.score_returned")
     except Exception:
         logger.warning("could not enqueue a scoring run; the sweep will retry", exc_info=True)
         if bell:
             clear_scoring_bell()
+        return
+    if rang:
+        _bell_known_until = asked_at + SCORE_BELL_MEMORY
 
 
 def hold_scoring_bell() -> bool:
@@ -281,7 +308,8 @@ def hold_scoring_bell() -> bool:
 
 
 def clear_scoring_bell() -> None:
-    """Called by a scoring run before its last look: replies committed from now on ring for a new run."""
+    """Called by a scoring run before its last look (which then waits SCORE_BELL_MEMORY): replies committed
+    from now on ring for a new run."""
     from django.core.cache import cache
 
     if not _shared_cache():

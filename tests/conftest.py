@@ -161,10 +161,14 @@ def _isolated_media_and_cache(settings: Any, tmp_path: Any) -> Iterator[None]:
     # Stored files go to a folder of the test's own; login-failure counters never leak between tests.
     from django.core.cache import cache
 
+    from grading import lifecycle
+
     settings.MEDIA_ROOT = str(tmp_path / "media")
     cache.clear()
+    lifecycle.forget_scoring_bell()
     yield
     cache.clear()
+    lifecycle.forget_scoring_bell()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,8 +34,10 @@ def redis_cache(settings: Any) -> Iterator[Any]:
 
     settings.CACHES = {"default": {"BACKEND": "grading.rediscache.ReusingRedisCache", "LOCATION": REDIS_URL}}
     cache.clear()
+    lifecycle.forget_scoring_bell()
     yield cache
     cache.clear()
+    lifecycle.forget_scoring_bell()
 
 
 @pytest.fixture
@@ -174,6 +177,52 @@ def test_replies_committed_while_a_run_works_send_nothing_and_that_run_scores_th
     more = returned(queue, lms_user, grader_user, fake_lms, 1, first=5)
     assert held == ["grading.score_returned"]
     assert statuses(more) == {Status.RETURNED: 1}
+
+
+def test_a_reply_that_takes_the_bell_for_set_from_memory_is_scored_by_the_last_look_of_the_run(
+    settings: Any,
+    redis_cache: Any,
+    held: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_lms: FakeLMS,
+    queue: Any,
+    lms_user: Any,
+    grader_user: Any,
+) -> None:
+    fast_pipeline(settings)
+    monkeypatch.setattr(lifecycle, "SCORE_BELL_MEMORY", 1.0)
+    first = returned(queue, lms_user, grader_user, fake_lms, 1)
+    assert held == ["grading.score_returned"]
+    later: list[int] = []
+    errors: list[BaseException] = []
+    real_clear = lifecycle.clear_scoring_bell
+
+    def reply_soon() -> None:
+        try:
+            time.sleep(0.2)
+            later.extend(returned(queue, lms_user, grader_user, fake_lms, 1, first=1))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    replier = threading.Thread(target=reply_soon)
+
+    def clear_then_a_reply_arrives() -> None:
+        # This web process has just found the bell set (the run holds it), so it remembers it as set...
+        lifecycle.request_scoring()
+        real_clear()
+        # ...and a reply it commits after the run cleared the bell, but within the memory, sends nothing.
+        replier.start()
+
+    monkeypatch.setattr(lifecycle, "clear_scoring_bell", clear_then_a_reply_arrives)
+    counts = delivery.score_and_deliver_returned()
+    replier.join(10)
+    assert errors == []
+    assert held == ["grading.score_returned"]  # the later reply relied on the memory, not on a new run
+    # The run's last look waited out the memory, so it found the later reply too.
+    assert counts == {"taken": 2, "graded": 2, "delivered": 2}
+    assert statuses(first + later) == {Status.DELIVERED: 2}
 
 
 def test_a_failed_publish_clears_the_bell_so_the_next_reply_tries_again(
