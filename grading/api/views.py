@@ -201,13 +201,15 @@ class GetSubmissionView(XQueueView):
             lease = _wait_for_work(queue, request.user, float(setting("EMPTY_POLL_WAIT")))
         if lease is None:
             return fail(f"Queue '{name}' is empty")
-        base_url = setting("PUBLIC_BASE_URL") or request.build_absolute_uri("/")
+        links = {}
+        if lease.files:
+            links = files.urls_for(lease.files, setting("PUBLIC_BASE_URL") or request.build_absolute_uri("/"))
         return ok(
             json.dumps(
                 {
                     "xqueue_header": json.dumps({"submission_id": lease.submission_id, "submission_key": lease.key}),
                     "xqueue_body": lease.body,
-                    "xqueue_files": json.dumps(files.urls_for(lease.files, base_url)),
+                    "xqueue_files": json.dumps(links),
                 }
             )
         )
