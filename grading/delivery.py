@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import certifi
 import urllib3
@@ -125,7 +125,10 @@ def _post(claim: lifecycle.DeliveryClaim) -> tuple[int | None, str, int]:
     try:
         credentials = _credentials(url)
         if credentials:
+            # Sent as a header, and left out of the URL (which a proxy would see whole).
             headers.update(urllib3.make_headers(basic_auth=credentials))
+            parts = urlsplit(url)
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         timeout = float(setting("DELIVERY_TIMEOUT"))
         response = _manager(_proxy(url), _ca_bundle()).request(
             "POST",

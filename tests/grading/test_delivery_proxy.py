@@ -71,6 +71,10 @@ def test_credentials_in_the_callback_or_proxy_url_are_sent_as_basic_auth(
         assert proxy.callbacks[0].path == "http://lms.invalid/graded"
         assert proxy.callbacks[0].proxy_authorization == "Basic " + base64.b64encode(b"relay:secret").decode()
         assert proxy.callbacks[0].authorization == ""
+        # The LMS's own credentials go to the proxy as a header, not inside the URL.
+        assert delivery._post(claim_for("http://lms:pw@lms.invalid/graded/2"))[0] == 200
+        assert proxy.callbacks[1].path == "http://lms.invalid/graded/2"
+        assert proxy.callbacks[1].authorization == "Basic " + base64.b64encode(b"lms:pw").decode()
     finally:
         proxy.stop()
         lms.stop()
