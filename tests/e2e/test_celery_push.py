@@ -25,6 +25,7 @@ from tests import broker
 from tests.conftest import fast_pipeline, submit
 from tests.e2e.test_pipeline import wait_for
 from tests.lms import FakeLMS
+from tests.processes import stop_group
 from tests.xqclient import lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
@@ -48,13 +49,7 @@ def grader(queue: str, function: str, marker_dir: Path, concurrency: int = 4) ->
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, timeout=3)
 
 
 @pytest.fixture

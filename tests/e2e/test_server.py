@@ -7,7 +7,6 @@ import http.client
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from config import serve
 from grading.models import Queue, Role, Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
 from tests.lms import free_port
+from tests.processes import stop_group
 from tests.xqclient import XQueueClient, grade, lms_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,12 +76,7 @@ def server(settings: Any) -> Iterator[str]:
             time.sleep(0.2)
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, timeout=15)
 
 
 @pytest.fixture
