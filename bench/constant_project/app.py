@@ -1,7 +1,7 @@
 """The constant-view limit: Django answering the grader's two requests with fixed replies, no database.
 
-Served by the same gunicorn configuration as the contestants, it measures what the server, WSGI and Django's
-request cycle cost by themselves, two requests per grade.
+Served by the same server configuration as the contestants (config/serve.py), it measures what the server,
+WSGI and Django's request cycle cost by themselves, two requests per grade.
 """
 
 import json

@@ -21,7 +21,7 @@ def wait_settings(settings: Any, wait: float, waiters: int = 2) -> None:
 
 
 class Poll(threading.Thread):
-    """One get_submission in a thread of its own (as one of gunicorn's), timed."""
+    """One get_submission in a thread of its own (as one of the web server's), timed."""
 
     def __init__(self, client: Client, queue_name: str) -> None:
         super().__init__()
