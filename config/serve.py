@@ -6,7 +6,7 @@ Why Granian, and why these values, measured with ``make bench`` on a 2-core mach
   interpreter, and hands each request to a Python thread only to run Django. With gunicorn's threaded
   workers, each request also went through a Python event loop thread and back (two thread hand-offs and a
   Python HTTP parser per request). Side by side on the 16-grader drain, the web processes' CPU per grade fell
-  from 3.3-5.4 ms to 2.6 ms and graded/s rose by a fifth to a quarter; the constant Django view and
+  from 3.3-5.5 ms to 1.9-2.7 ms and graded/s rose by a fifth to a quarter; the constant Django view and
   edx-submissions, served the same way, gained too.
 - Keep-alive: graders and the LMS reuse their connections (xqueue-watcher polls through one
   ``requests.Session``).

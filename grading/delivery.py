@@ -45,9 +45,10 @@ def _proxy_for(origin: str, _setting: tuple[str | None, ...]) -> str | None:
 
 
 def _proxy(url: str) -> str | None:
-    """The proxy that HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case) set for ``url``, if any."""
+    """The proxy that HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case) set for ``url`` (a URL
+    without credentials, as ``_post`` passes it), if any."""
     parts = urlsplit(url)
-    origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"
+    origin = f"{parts.scheme}://{parts.netloc}/"
     return _proxy_for(origin, tuple(os.environ.get(name) for name in _PROXY_VARIABLES))
 
 
