@@ -11,29 +11,115 @@ Every submission carries its bench number in ``student_response`` (and, for call
 ``/cb/<n>``), so the run can count duplicates (one number handed out twice, or called back twice) and lost
 submissions (expected but never graded, or graded but never called back).
 
-Standard library only (``http.client`` keeps the client's own cost per request low). Prints a short table and
-one JSON line; ``--json-out`` appends the JSON line to a file.
+Standard library only, with an HTTP/1.1 client and server of its own (``Reader``, cheap per request).
+Prints a short table and one JSON line; ``--json-out`` appends the JSON line to a file.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing as mp
+import socket
 import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WATCHER_TIMEOUT = 1.0  # xqueue-watcher's default request timeout: slower replies are dropped by real clients
 
 
+class HTTPError(Exception):
+    """A reply that is not HTTP/1.x, or a connection closed in the middle of one."""
+
+
+class Message:
+    """One HTTP/1.1 message read from a socket: the first line, the headers and the body.
+
+    The load generator's own parser: http.client and http.server parse headers with the email package, and
+    on this 2-core machine every millisecond the client spends is one the server under test does not get.
+    Bodies are delimited by Content-Length or chunked encoding (or the end of the connection, for a reply).
+    """
+
+    def __init__(self, first: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.first, self.headers, self.body = first, headers, body
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), default)
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
+    @property
+    def keep_alive(self) -> bool:
+        return "close" not in (self.get("connection") or "").lower() and not self.first.endswith("HTTP/1.0")
+
+
+class Reader:
+    """Reads HTTP messages from one connection, keeping what arrives beyond the current one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, b""
+
+    def _more(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buf += data
+        return bool(data)
+
+    def _take(self, count: int) -> bytes:
+        while len(self.buf) < count:
+            if not self._more():
+                raise HTTPError("connection closed mid-body")
+        data, self.buf = self.buf[:count], self.buf[count:]
+        return data
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._more():
+                raise HTTPError("connection closed mid-line")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def read(self, *, request: bool = False) -> Message | None:
+        """The next message, or None if the peer closed the connection before sending one."""
+        while b"\r\n\r\n" not in self.buf:
+            if not self._more():
+                if self.buf:
+                    raise HTTPError("connection closed mid-headers")
+                return None
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        first, *lines = head.decode("latin-1").split("\r\n")
+        headers = []
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.append((name.strip().lower(), value.strip()))
+        message = Message(first, headers, b"")
+        if "chunked" in (message.get("transfer-encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self._line().split(b";", 1)[0], 16)
+                if size == 0:
+                    while self._line():  # trailers, up to the empty line
+                        pass
+                    break
+                chunks.append(self._take(size))
+                self._take(2)
+            message.body = b"".join(chunks)
+        elif message.get("content-length") is not None:
+            message.body = self._take(int(message.get("content-length") or 0))
+        elif not request and first.split(" ")[1:2] not in (["204"], ["304"]):
+            while self._more():
+                pass
+            message.body, self.buf = self.buf, b""
+        return message
+
+
 class Session:
-    """One keep-alive-capable HTTP connection with a cookie jar, like a requests.Session but cheaper."""
+    """One keep-alive HTTP/1.1 connection with a cookie jar, like a requests.Session but cheaper."""
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         parsed = urllib.parse.urlsplit(base_url)
@@ -43,10 +129,10 @@ class Session:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
         self.cookies: dict[str, str] = {}
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self.reader: Reader | None = None
 
     def headers(self) -> dict[str, str]:
-        headers = {"Connection": "keep-alive"}
+        headers = {"Host": f"{self.host}:{self.port}", "Connection": "keep-alive", "Accept": "*/*"}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         token = self.cookies.get("csrftoken") or self.cookies.get("edx-csrftoken")
@@ -55,30 +141,54 @@ class Session:
             headers["Referer"] = self.base_url
         return headers
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.sock.close()
+            self.reader = None
+
+    def _exchange(self, request: bytes) -> Message:
+        if self.reader is None:
+            self.reader = Reader(socket.create_connection((self.host, self.port), timeout=self.timeout))
+            self.reader.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader.sock.sendall(request)
+        response = self.reader.read()
+        if response is None:
+            raise HTTPError("connection closed before the reply")
+        if not response.keep_alive:
+            self.close()
+        return response
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, bytes, Message]:
         headers = self.headers()
-        body = None
+        body = b""
         if form is not None:
             body = urllib.parse.urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if body or method == "POST":
+            headers["Content-Length"] = str(len(body))
+        head = f"{method} {self.prefix}{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = head.encode("latin-1") + b"\r\n" + body
         for attempt in range(2):
             try:
-                self.conn.request(method, self.prefix + path, body=body, headers=headers)
-                response = self.conn.getresponse()
-                data = response.read()
+                response = self._exchange(request)
                 break
-            except (http.client.HTTPException, ConnectionError, OSError):
-                self.conn.close()
+            except (HTTPError, OSError):
+                # A kept-alive connection the server closed meanwhile: once more on a new one.
+                self.close()
                 if attempt:
                     raise
-        for cookie in response.headers.get_all("Set-Cookie") or []:
+        for cookie in response.get_all("set-cookie"):
             name, _, rest = cookie.partition("=")
             value = rest.split(";", 1)[0]
             if value in ('""', ""):
                 self.cookies.pop(name.strip(), None)
             else:
                 self.cookies[name.strip()] = value
-        return response.status, data, response.headers
+        try:
+            status = int(response.first.split(" ", 2)[1])
+        except (IndexError, ValueError):
+            raise HTTPError(f"not an HTTP reply: {response.first[:80]!r}") from None
+        return status, response.body, response
 
     def login(self, username: str, password: str) -> bool:
         self.request("GET", "/xqueue/login/")  # 2026 watchers read the csrftoken cookie here first
@@ -205,41 +315,56 @@ def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, r
 
 
 class Callbacks:
-    """The LMS's callback endpoint: POST /cb/<n> answers 200 with an empty body, timing each arrival."""
+    """The LMS's callback endpoint: POST /cb/<n> answers 200 with an empty body, timing each arrival.
+
+    A thread per connection (the worker keeps its connections alive), parsing with ``Reader``.
+    """
 
     def __init__(self, port: int) -> None:
         self.arrivals: dict[str, list[float]] = {}
         self.lock = threading.Lock()
-        outer = self
+        # A real server's listen backlog: a burst of new connections is not dropped (1 s SYN retransmits).
+        self.sock = socket.create_server(("127.0.0.1", port), backlog=1024)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-            def do_POST(self) -> None:
+    def _serve(self, conn: socket.socket) -> None:
+        reader = Reader(conn)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                message = reader.read(request=True)
+                if message is None:
+                    return
                 now = time.monotonic()
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                number = self.path.rstrip("/").rsplit("/", 1)[-1]
-                with outer.lock:
-                    outer.arrivals.setdefault(number, []).append(now)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.daemon_threads = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+                method, target, *_ = [*message.first.split(" "), "", ""]
+                if method != "POST":
+                    conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    number = target.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+                    with self.lock:
+                        self.arrivals.setdefault(number, []).append(now)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                if not message.keep_alive:
+                    return
+        except (HTTPError, OSError, ValueError):
+            return
+        finally:
+            conn.close()
 
     def start(self) -> Callbacks:
         self.thread.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.sock.close()
 
 
 def lms_header(args: argparse.Namespace, number: str) -> str:
