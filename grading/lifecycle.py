@@ -379,6 +379,12 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
     return submission, length
 
 
+def _pg_ids(ids: Iterable[int]) -> str:
+    """A list of ids as PostgreSQL's array text ('{1,2}'), for a ``%s::bigint[]`` parameter: adapting a Python
+    list costs psycopg a type look-up per statement (a fifth of a lease's client-side time)."""
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
 _PG_BOUNDED_LENGTH_SQL = """
 SELECT count(*) FROM (
     SELECT id FROM grading_submission
@@ -394,7 +400,7 @@ def queue_length(queue_id: int, *, limit: int | None = None) -> int:
     if limit is not None and connection.vendor == "postgresql":
         # A bounded count (is there work?) reads sub_waiting whatever the statistics say (see _PG_LEASE_SQL).
         with connection.cursor() as cursor:
-            cursor.execute(_PG_BOUNDED_LENGTH_SQL, {"queue_ids": [queue_id], "limit": limit})
+            cursor.execute(_PG_BOUNDED_LENGTH_SQL, {"queue_ids": _pg_ids([queue_id]), "limit": limit})
             row = cursor.fetchone()
         return int(row[0]) if row else 0
     waiting = Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED)
@@ -471,7 +477,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
             cursor.execute(
                 _PG_LEASE_SQL,
                 {
-                    "queue_ids": [queue.pk],
+                    "queue_ids": _pg_ids([queue.pk]),
                     "key": key,
                     "expires": expires,
                     "expires_iso": expires.isoformat(),
@@ -534,7 +540,7 @@ WITH accepted AS (
     UPDATE grading_submission
     SET status = 'returned', grader_reply = %(reply)s, returned_at = %(now)s, updated_at = %(now)s
     WHERE id = %(id)s AND status = 'pulled' AND lease_key = %(key)s AND lease_expires_at > %(now)s
-      AND queue_id = ANY(%(queues)s)
+      AND queue_id = ANY(%(queues)s::bigint[])
     RETURNING id, queue_id
 ), event AS (
     INSERT INTO grading_submissionevent
@@ -573,7 +579,7 @@ def accept_result(
                     "now": now,
                     "id": submission_id,
                     "key": key,
-                    "queues": queue_ids,
+                    "queues": _pg_ids(queue_ids),
                     "actor": actor,
                 },
             )
