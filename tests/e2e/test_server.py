@@ -159,7 +159,7 @@ def test_server_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     defaults = serve.options()
     assert (defaults["target"], defaults["address"], defaults["port"]) == ("config.wsgi:application", "127.0.0.1", 8000)
     assert defaults["workers"] == (os.cpu_count() or 1)
-    assert (defaults["blocking_threads"], defaults["log_access"], defaults["workers_max_rss"]) == (4, False, None)
+    assert (defaults["blocking_threads"], defaults["log_access"], defaults["workers_max_rss"]) == (8, False, None)
 
     monkeypatch.setenv("WEB_BIND", "0.0.0.0:9000")
     monkeypatch.setenv("WEB_WORKERS", "3")
