@@ -85,6 +85,22 @@ def test_expired_lease_is_handed_out_again_with_a_new_key_and_old_key_is_refused
 
 
 @pytest.mark.django_db
+def test_a_result_is_taken_only_within_the_graders_queues(
+    queue: Any, other_queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    submission = submit(queue, lms_user)
+    lease = lifecycle.lease_next(queue, grader_user)
+    # Queue ids reach PostgreSQL as array text: none, one other, several.
+    for ids in ([], [other_queue.pk]):
+        outcome = lifecycle.accept_result(submission.pk, lease.key, grade(), grader_user, ids)
+        assert outcome is ResultOutcome.NO_SUCH_SUBMISSION
+    assert Submission.objects.get(pk=submission.pk).status == Status.PULLED
+    ids = [other_queue.pk, queue.pk]
+    assert lifecycle.accept_result(submission.pk, lease.key, grade(), grader_user, ids) is ResultOutcome.ACCEPTED
+    assert Submission.objects.get(pk=submission.pk).status == Status.RETURNED
+
+
+@pytest.mark.django_db
 def test_result_after_the_lease_expired_is_refused_even_before_reclaim(
     queue: Any, lms_user: Any, grader_user: Any
 ) -> None:
