@@ -1,0 +1,121 @@
+"""The benchmark's load generator speaks HTTP/1.1 itself (bench/loadgen.py): its client and its LMS listener
+against the standard library's server and client."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "loadgen", Path(__file__).resolve().parent.parent / "bench" / "loadgen.py"
+)
+assert _spec and _spec.loader
+loadgen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(loadgen)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, str, bytes]] = []
+
+    def _reply(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        Handler.seen.append((self.command, self.path, self.headers.get("Cookie") or "", body))
+        if self.path.startswith("/login"):
+            self.send_response(200)
+            self.send_header("Set-Cookie", "csrftoken=tok; Path=/")
+            self.send_header("Set-Cookie", "sessionid=abc; HttpOnly; Path=/")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+        elif self.path.startswith("/chunked"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n6; ext=1\r\n world\r\n0\r\n\r\n")
+        elif self.path.startswith("/close"):
+            self.send_response(302)
+            self.send_header("Location", "/login/")
+            self.send_header("Set-Cookie", 'sessionid=""; Max-Age=0; Path=/')
+            self.send_header("Connection", "close")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.close_connection = True
+        else:
+            payload = b"x" * 70000 + body
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Handler.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_session_keeps_cookies_reads_every_body_shape_and_reconnects(server: str) -> None:
+    session = loadgen.Session(server, timeout=5)
+    status, _, reply = session.request("GET", "/login/")
+    assert status == 200 and reply.get_all("set-cookie")[1].startswith("sessionid=abc")
+    assert session.cookies == {"csrftoken": "tok", "sessionid": "abc"}
+
+    status, body, _ = session.request("POST", "/echo", {"a": "1 2", "b": "é"})
+    assert status == 200 and body == b"x" * 70000 + b"a=1+2&b=%C3%A9"  # longer than one recv
+    method, path, cookie, sent = Handler.seen[-1]
+    assert (method, path, sent) == ("POST", "/echo", b"a=1+2&b=%C3%A9")
+    assert cookie == "csrftoken=tok; sessionid=abc"
+
+    assert session.request("GET", "/chunked")[:2] == (200, b"hello world")
+    first = session.reader
+    # A reply that closes the connection (and drops the session cookie): the next request opens a new one.
+    status, _, _ = session.request("GET", "/close")
+    assert status == 302 and session.reader is None and "sessionid" not in session.cookies
+    assert session.request("GET", "/chunked")[:2] == (200, b"hello world")
+    assert session.reader is not None and session.reader is not first
+
+
+def test_session_retries_once_on_a_connection_the_server_closed(server: str) -> None:
+    session = loadgen.Session(server, timeout=5)
+    session.request("GET", "/chunked")
+    assert session.reader is not None
+    session.reader.sock.shutdown(socket.SHUT_RDWR)  # as a server closing an idle keep-alive connection
+    assert session.request("GET", "/chunked")[:2] == (200, b"hello world")
+
+
+def test_callback_listener_times_each_post_on_kept_alive_connections() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    callbacks = loadgen.Callbacks(port).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for number in ("7", "8", "7"):
+            conn.request("POST", f"/cb/{number}", body=b"xqueue_body=%7B%7D", headers={"Content-Type": "a/b"})
+            reply = conn.getresponse()
+            assert (reply.status, reply.read()) == (200, b"")
+        conn.request("GET", "/cb/9")
+        assert conn.getresponse().status == 405
+        conn.close()
+        assert {k: len(v) for k, v in callbacks.arrivals.items()} == {"7": 2, "8": 1}
+    finally:
+        callbacks.stop()
