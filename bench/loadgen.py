@@ -56,7 +56,8 @@ class Message:
 
     @property
     def keep_alive(self) -> bool:
-        return "close" not in (self.get("connection") or "").lower() and not self.first.endswith("HTTP/1.0")
+        # HTTP/1.0 is the status line's first word, the request line's last.
+        return "close" not in (self.get("connection") or "").lower() and "HTTP/1.0" not in self.first.split(" ")
 
 
 class Reader:

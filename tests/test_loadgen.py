@@ -94,6 +94,13 @@ def test_session_keeps_cookies_reads_every_body_shape_and_reconnects(server: str
     assert session.reader is not None and session.reader is not first
 
 
+def test_a_reply_in_http_1_0_ends_the_connection() -> None:
+    status = loadgen.Message("HTTP/1.0 200 OK", [], b"")
+    request = loadgen.Message("POST /cb/1 HTTP/1.0", [], b"")
+    kept = loadgen.Message("HTTP/1.1 200 OK", [("connection", "keep-alive")], b"")
+    assert (status.keep_alive, request.keep_alive, kept.keep_alive) == (False, False, True)
+
+
 def test_session_retries_once_on_a_connection_the_server_closed(server: str) -> None:
     session = loadgen.Session(server, timeout=5)
     session.request("GET", "/chunked")
