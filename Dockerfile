@@ -12,13 +12,18 @@ WORKDIR /app
 RUN groupadd --system --gid 10001 gradequeue \
     && useradd --system --uid 10001 --gid gradequeue --home-dir /app --shell /usr/sbin/nologin gradequeue
 
-# Dependencies first, so that a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-COPY celery_app.py manage.py ./
+# Dependencies first, in a layer of their own read from pyproject.toml alone, so that a code change does not
+# reinstall them; then the project itself without dependencies.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+COPY README.md celery_app.py manage.py ./
 COPY config ./config
 COPY grading ./grading
 COPY tasks ./tasks
-RUN pip install . \
+RUN pip install --no-deps . \
     && DJANGO_SECRET_KEY=build-only GRADEQUEUE_DEV=1 python manage.py collectstatic --noinput \
     && mkdir -p /app/var/media \
     && chown -R gradequeue:gradequeue /app/var

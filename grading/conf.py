@@ -56,11 +56,9 @@ def setting(name: str) -> Any:
 @dataclass(frozen=True)
 class QueuePolicy:
     lease_seconds: int
-    max_attempts: int
 
 
 def policy_for(queue: Any) -> QueuePolicy:
-    return QueuePolicy(
-        lease_seconds=queue.lease_seconds or setting("LEASE_SECONDS"),
-        max_attempts=queue.max_attempts or setting("MAX_ATTEMPTS"),
-    )
+    # A queue's maximum attempts (Queue.max_attempts, else MAX_ATTEMPTS) is read where it is decided:
+    # lifecycle.reclaim_expired, over many queues at once.
+    return QueuePolicy(lease_seconds=queue.lease_seconds or setting("LEASE_SECONDS"))

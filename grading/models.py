@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -44,6 +45,12 @@ class Queue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # A queue in http mode without a grader URL would lease its submissions to nobody until they fail:
+        # refuse it wherever a queue is validated (the admin's form, create_queue).
+        if self.mode == QueueMode.HTTP and not self.push_url:
+            raise ValidationError({"push_url": "A queue in http mode needs a grader URL (push_url)."})
 
 
 class Role(models.TextChoices):

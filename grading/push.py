@@ -40,7 +40,6 @@ from grading.models import Queue, QueueMode, Status, Submission
 logger = logging.getLogger("grading.push")
 
 GRADE_TASK = "gradequeue.grade"
-RECORD_TASK = "grading.record_result"
 PUSH_HTTP_TASK = "grading.push_http"
 DISPATCH_ACTOR = "system:dispatch"
 

@@ -1,7 +1,8 @@
 """Celery tasks of the grading pipeline: thin, idempotent, each calling one function of ``grading``.
 
-Each takes a submission id, and the function it calls returns early when the row is already past the
-state the task expects, so a duplicate or late message is harmless.
+Each takes ids (a submission's, a queue's, or none for the periodic runs over every queue), and the
+function it calls returns early when the row is already past the state the task expects, so a duplicate or
+late message is harmless.
 """
 
 from __future__ import annotations

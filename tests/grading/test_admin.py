@@ -192,3 +192,23 @@ def test_an_xqueue_login_session_does_not_open_the_admin(grader_user: Any) -> No
     reply = client.post("/xqueue/login/", {"username": "grader", "password": GRADER_PASSWORD})
     assert reply.json() == {"return_code": 0, "content": "Logged in"}
     assert client.get(CHANGELIST).status_code == 302
+
+
+def test_the_admin_refuses_an_http_queue_without_a_grader_url(staff: Client) -> None:
+    form = {
+        "name": "py-http",
+        "mode": "http",
+        "push_url": "",
+        "push_username": "",
+        "push_password": "",
+        "grants-TOTAL_FORMS": "0",
+        "grants-INITIAL_FORMS": "0",
+    }
+    response = staff.post("/admin/grading/queue/add/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert "A queue in http mode needs a grader URL (push_url)." in response.content.decode()
+    assert not Queue.objects.filter(name="py-http").exists()
+
+    response = staff.post("/admin/grading/queue/add/", {**form, "push_url": "http://127.0.0.1:1710/"})
+    assert response.status_code == 302
+    assert Queue.objects.get(name="py-http").push_url == "http://127.0.0.1:1710/"

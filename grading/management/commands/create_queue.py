@@ -49,11 +49,11 @@ class Command(BaseCommand):
                 if opts["push_password_env"] not in os.environ:
                     raise CommandError(f"Environment variable {opts['push_password_env']} is not set")
                 queue.push_password = os.environ[opts["push_password_env"]]
-            if queue.mode == QueueMode.HTTP and not queue.push_url:
-                raise CommandError("A queue in http mode needs --push-url")
             try:
                 queue.full_clean(exclude=["name"])
             except ValidationError as exc:
+                if "push_url" in exc.message_dict and not queue.push_url:
+                    raise CommandError("A queue in http mode needs --push-url") from None
                 raise CommandError(f"Invalid queue settings: {exc.message_dict}") from None
             queue.save()
         self.stdout.write(f"{'Created' if created else 'Updated'} queue {queue.name} (mode {queue.mode})")
