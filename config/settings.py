@@ -385,7 +385,16 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "grading.logjson.JsonFormatter"},
+        # python-json-logger: the record's standard fields under short names, and every field passed through
+        # ``extra=`` (submission_id, queue, from, to, reason, attempt, outcome, ...) as a top-level key.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "{levelname}{name}{message}",
+            "style": "{",
+            "rename_fields": {"levelname": "level", "name": "logger", "exc_info": "exception", "stack_info": "stack"},
+            "timestamp": "time",
+            "json_ensure_ascii": False,
+        },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from grading import delivery, lifecycle
-from grading.logjson import JsonFormatter
 from grading.models import Queue
 from tests.conftest import submit
 from tests.lms import FakeLMS
@@ -24,11 +23,20 @@ from tests.xqclient import grade
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def json_formatter() -> logging.Formatter:
+    """The formatter LOG_FORMAT=json configures, built from the settings as logging.config builds it."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    options = dict(settings.LOGGING["formatters"]["json"])
+    return import_string(options.pop("()"))(**options)
+
+
 @pytest.fixture
 def json_lines() -> Iterator[StringIO]:
     stream = StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(json_formatter())
     grading_logger = logging.getLogger("grading")
     grading_logger.addHandler(handler)
     previous = grading_logger.level
@@ -87,7 +95,7 @@ def test_json_formatter_includes_the_exception() -> None:
         record = logging.getLogger("x").makeRecord(
             "x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info(), extra={"queue": "q"}
         )
-    entry = json.loads(JsonFormatter().format(record))
+    entry = json.loads(json_formatter().format(record))
     assert entry["message"] == "failed here"
     assert entry["queue"] == "q"
     assert "ValueError: boom" in entry["exception"]
