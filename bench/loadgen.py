@@ -200,6 +200,59 @@ class Session:
             return False
 
 
+class RequestsSession:
+    """A grader's HTTP the way xqueue-watcher does it: one ``requests.Session``, its login and CSRF handling.
+
+    The real client's cost per request (requests, urllib3 and the email package's header parsing) is several
+    times the light Session's; on a shared machine it is taken from the server under test (BENCHMARKS.md).
+    Same interface as Session.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        return dict(self.session.cookies)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+        # Like the watcher's _request: no redirect followed, a 302 sends it back to login.
+        response = self.session.request(
+            method, self.base_url + path, data=form, timeout=self.timeout, allow_redirects=False
+        )
+        return response.status_code, response.content, response
+
+    def login(self, username: str, password: str) -> bool:
+        # The watcher's _login: clear the cookies, GET the login page for the csrftoken cookie, POST with
+        # X-CSRFToken and Referer, then keep both headers on the session for every later request.
+        url = self.base_url + "/xqueue/login/"
+        self.session.cookies.clear()
+        self.session.headers.pop("X-CSRFToken", None)
+        self.session.request("get", url, timeout=self.timeout)
+        token = self.session.cookies.get("csrftoken") or self.session.cookies.get("edx-csrftoken")
+        headers = {"Referer": url, **({"X-CSRFToken": token} if token else {})}
+        response = self.session.request(
+            "post", url, timeout=self.timeout, headers=headers, data={"username": username, "password": password}
+        )
+        if response.status_code != 200:
+            return False
+        token = self.session.cookies.get("csrftoken") or self.session.cookies.get("edx-csrftoken")
+        self.session.headers.update({"Referer": self.base_url})
+        if token:
+            self.session.headers.update({"X-CSRFToken": token})
+        try:
+            return bool(response.json()["return_code"] == 0)
+        except (ValueError, KeyError, TypeError):
+            return False
+
+
 def bench_number(xqueue_body: str) -> str:
     """The bench number a submission carries in its student_response."""
     try:
@@ -214,7 +267,11 @@ GRADE = json.dumps({"correct": True, "score": 1, "msg": "<p>Good.</p>"})
 
 def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, ready: Any, out: Any) -> None:
     """One xqueue-watcher-like grader process."""
-    session = Session(args.base_url, timeout=args.request_timeout)
+    session: Session | RequestsSession
+    if args.client == "requests":
+        session = RequestsSession(args.base_url, timeout=args.request_timeout)
+    else:
+        session = Session(args.base_url, timeout=args.request_timeout)
     stats: dict[str, Any] = {
         "get_lat": [],
         "put_lat": [],
@@ -234,6 +291,7 @@ def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, r
     # A watcher logs in once when it starts; the clock starts when every grader is logged in (password
     # hashing at login would otherwise weigh on the first seconds of a short run).
     ready.wait()
+    cpu_start = time.process_time()
     deadline = time.monotonic() + args.time_limit
     get_path = "/xqueue/get_submission/?" + urllib.parse.urlencode({"queue_name": args.queue, "block": "true"})
     while not stop.is_set() and time.monotonic() < deadline:
@@ -312,6 +370,7 @@ def grader(index: int, args: argparse.Namespace, graded_total: Any, stop: Any, r
             stats["stale"] += 1
         else:
             stats["other_failures"][str(reply.get("content"))[:60]] += 1
+    stats["cpu"] = time.process_time() - cpu_start
     out.put(stats)
 
 
@@ -455,6 +514,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proc.start()
     ready.wait(timeout=120)
     start = time.monotonic()
+    # Every grader is logged in: whoever measures the servers' CPU (bench/run.py) starts counting here, so
+    # that password hashing at login is left out, as it is from the clock.
+    print("#ready", flush=True)
+    main_cpu_start = time.process_time()  # the LMS side: callback listener, live submissions
     lms_thread = None
     if args.live_count:
         lms_thread = threading.Thread(target=live_lms, args=(args, submitted, lms_errors, lms_done), daemon=True)
@@ -470,6 +533,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = [out.get(timeout=args.time_limit + 30) for _ in procs]
     for proc in procs:
         proc.join(timeout=10)
+    graders_cpu = sum(r["cpu"] for r in results)
     if lms_thread is not None:
         lms_thread.join(timeout=10)
 
@@ -531,6 +595,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "completed": len(graded_numbers) >= args.target,
         # Grades accepted in each half second of the run: shows warm-up and the tail.
         "graded_timeline": timeline([t - start for _, t in graded], 0.5),
+        "client": args.client,
+        # The graders' own CPU per grade (their processes' accounting, after the login): what the client
+        # takes from a machine it shares with the server.
+        "client_cpu_ms_per_grade": round(
+            (graders_cpu + time.process_time() - main_cpu_start) * 1000 / max(len(graded), 1), 3
+        ),
     }
     if callbacks is not None:
         arrivals = callbacks.arrivals
@@ -617,6 +687,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callback-wait", type=float, default=30.0)
     parser.add_argument("--empty-sleep", type=float, default=1.0, help="the watcher's sleep after an empty poll")
     parser.add_argument("--request-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--client",
+        choices=("light", "requests"),
+        default="light",
+        help="the graders' HTTP: the light HTTP/1.1 client, or requests.Session as xqueue-watcher uses it",
+    )
     parser.add_argument("--time-limit", type=float, default=300.0, help="hard bound on the run's length")
     parser.add_argument("--label", default="run")
     parser.add_argument("--json-out", help="append the JSON line to this file")

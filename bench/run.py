@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class Workload:
 
 
 NO_WAIT = {"GRADEQUEUE_EMPTY_POLL_WAIT": "0"}
+# The graders' HTTP as xqueue-watcher does it (requests.Session), instead of the load generator's light client.
+REQUESTS = ["--client", "requests"]
 
 
 def workloads(quick: bool) -> list[Workload]:
@@ -79,6 +82,7 @@ def workloads(quick: bool) -> list[Workload]:
         return [
             Workload("drain-2000-g16", 2000, 16, everyone, time_limit=90),
             Workload("drain-2000-g4", 2000, 4, ("gradequeue", "edx"), time_limit=90),
+            Workload("drain-2000-g4-requests", 2000, 4, ("gradequeue", "edx"), time_limit=90, extra=REQUESTS),
             Workload("drain-20000-g16", 20000, 16, ("gradequeue", "edx"), stop_after=2000, time_limit=60),
             Workload("live-10ps-g4", 0, 4, ("gradequeue",), live_rate=10, live_count=150, time_limit=60),
             Workload(
@@ -102,6 +106,10 @@ def workloads(quick: bool) -> list[Workload]:
             "live-10ps-g4-nowait", 0, 4, ("gradequeue",), live_rate=10, live_count=300, time_limit=60, env=NO_WAIT
         ),
         Workload("drain-2000-g16-nowait", 2000, 16, ("gradequeue",), time_limit=60, env=NO_WAIT),
+        # The same drains with the real client's HTTP library: its CPU comes out of the same two cores.
+        Workload("drain-2000-g1-requests", 2000, 1, ("gradequeue", "edx"), time_limit=60, extra=REQUESTS),
+        Workload("drain-2000-g4-requests", 2000, 4, ("gradequeue", "edx"), time_limit=60, extra=REQUESTS),
+        Workload("drain-2000-g16-requests", 2000, 16, ("gradequeue", "edx"), time_limit=60, extra=REQUESTS),
     ]
 
 
@@ -214,6 +222,49 @@ def port_free(port: int) -> None:
             raise RuntimeError(f"port {port} is already in use; stop what listens there first") from None
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> tuple[int, float] | None:
+    """A process's session id and the CPU seconds (user + system) it has used so far, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # After "pid (comm) ": state ppid pgrp session ... utime stime (fields 3, 4, 5, 6 ... 14, 15 of proc(5)).
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[3]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_snapshot(roles: dict[int, str], db: str | None) -> dict[tuple[str, int], float]:
+    """CPU seconds so far of each of a contestant's processes, keyed by (role, pid).
+
+    Its own processes are every process in the sessions it started (Granian's workers, Celery's), and its
+    database's are the PostgreSQL backends connected to its database (persistent connections, so the
+    backends of a run live through it).
+    """
+    snapshot: dict[tuple[str, int], float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            got = proc_cpu(int(entry))
+            if got and got[0] in roles:
+                snapshot[(roles[got[0]], int(entry))] = got[1]
+    if db:
+        for pid in psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{db}'").split():
+            got = proc_cpu(int(pid))
+            if got:
+                snapshot[("database", int(pid))] = got[1]
+    return snapshot
+
+
+def cpu_used(before: dict[tuple[str, int], float], after: dict[tuple[str, int], float]) -> dict[str, float]:
+    """CPU seconds by role between two snapshots; a process that started in between counts from zero."""
+    used: dict[str, float] = {}
+    for (role, pid), seconds in after.items():
+        used[role] = used.get(role, 0.0) + seconds - before.get((role, pid), 0.0)
+    return used
+
+
 class Contestant:
     """Start a contestant's processes for one run, and stop them all afterwards."""
 
@@ -221,12 +272,13 @@ class Contestant:
         self.name, self.db, self.logdir = name, db, logdir
         self.env = env or {}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.roles: dict[int, str] = {}  # session id (the started process's pid) -> web, worker, beat
 
     def _spawn(self, tag: str, cmd: list[Any], env: dict[str, str], cwd: Path = ROOT) -> None:
         log = open(self.logdir / f"{self.name}-{tag}.log", "ab")  # noqa: SIM115 (closed with the process)
-        self.procs.append(
-            subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
-        )
+        proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
+        self.procs.append(proc)
+        self.roles[proc.pid] = tag
 
     def start(self) -> None:
         if self.name in PORTS:
@@ -381,22 +433,41 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
         if contestant == "constant":
             cmd += ["--constant"]
         cmd += wl.extra
+    lines: list[str] = []
+    cpu: dict[str, float] = {}
     try:
         if server:
             server.start()
-        out = subprocess.run(
-            [str(c) for c in cmd], capture_output=True, text=True, timeout=wl.time_limit + 120, check=False
-        )
+        with open(logdir / "loadgen.log", "a") as err:
+            proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=err, text=True)
+            watchdog = threading.Timer(wl.time_limit + 120, proc.kill)
+            watchdog.start()
+            before: dict[tuple[str, int], float] = {}
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if line.startswith("#ready") and server:
+                    # Counted from the moment every grader has logged in (as the load generator's clock).
+                    before = cpu_snapshot(server.roles, server.db)
+            # The load generator has waited for the last callback: the servers' work for this run is done.
+            if server:
+                cpu = cpu_used(before, cpu_snapshot(server.roles, server.db))
+            proc.wait()
+            watchdog.cancel()
     finally:
         if server:
             server.stop()
-    with open(logdir / "loadgen.log", "a") as fh:
-        fh.write(out.stderr)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"{contestant}/{wl.name}: no result ({out.stderr[-2000:]})")
-    report = json.loads(lines[-1])
+    results = [line for line in lines if line.startswith("{")]
+    if not results:
+        raise RuntimeError(f"{contestant}/{wl.name}: no result (see {logdir / 'loadgen.log'})")
+    report = json.loads(results[-1])
     report.update({"contestant": contestant, "workload": wl.name, "rep": rep})
+    graded = report.get("graded") or 0
+    if cpu and graded:
+        # The contestant's own CPU per grade: its web, worker and beat processes and its database backends.
+        report["server_cpu_ms_per_grade"] = {
+            role: round(seconds * 1000 / graded, 3) for role, seconds in sorted(cpu.items())
+        } | {"total": round(sum(cpu.values()) * 1000 / graded, 3)}
     if db and contestant != "pgloop":
         report["server_db_rows"] = db_summary(contestant, db)
     return report
@@ -411,16 +482,17 @@ def db_summary(contestant: str, db: str) -> dict[str, int]:
     return {s: int(c) for s, c in (line.split("|") for line in rows.splitlines() if line)}
 
 
-def median(values: list[float]) -> float | None:
+def median(values: list[Any], digits: int = 1) -> float | None:
     values = [v for v in values if v is not None]
-    return round(statistics.median(values), 1) if values else None
+    return round(statistics.median(values), digits) if values else None
 
 
 def summarise(reports: list[dict[str, Any]]) -> str:
     lines = [
-        "| workload | contestant | runs | graded/s | callbacks/s | get_submission p50 / p99 ms | "
-        "put_result p99 ms | submit→callback p50 / p99 ms | dup | lost | stale | HTTP err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | contestant | runs | graded/s | server CPU ms/grade | client CPU ms/grade | callbacks/s | "
+        "get_submission p50 / p99 ms | put_result p99 ms | submit→callback p50 / p99 ms | dup | lost | stale | "
+        "HTTP err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in reports:
@@ -432,8 +504,11 @@ def summarise(reports: list[dict[str, Any]]) -> str:
         s2c = [r.get("submit_to_callback_ms") or {} for r in rs]
         cbs = median([r["callbacks_per_s"] for r in rs if "callbacks_per_s" in r])
         constant = c == "constant"
+        cpu = median([r["server_cpu_ms_per_grade"]["total"] for r in rs if "server_cpu_ms_per_grade" in r], 2)
+        client = median([r["client_cpu_ms_per_grade"] for r in rs if "client_cpu_ms_per_grade" in r], 2)
         lines.append(
-            f"| {wl} | {LABELS[c]} | {len(rs)} | {gps} | {cbs if cbs is not None else '-'} | "
+            f"| {wl} | {LABELS[c]} | {len(rs)} | {gps} | {cpu if cpu is not None else '-'} | "
+            f"{client if client is not None else '-'} | {cbs if cbs is not None else '-'} | "
             f"{median([r['get_submission_ms']['p50'] for r in rs])} / "
             f"{median([r['get_submission_ms']['p99'] for r in rs])} | "
             f"{median([r['put_result_ms']['p99'] for r in rs])} | "
@@ -457,6 +532,24 @@ def summarise(reports: list[dict[str, Any]]) -> str:
         ]
         if parts:
             lines.append(f"- {wl}: " + "; ".join(parts))
+    lines += ["", "Server CPU per grade, edx-submissions / gradequeue, per repetition (the same rep's runs):", ""]
+    for wl in sorted({w for w, _ in by}):
+        ours = {r["rep"]: r for r in by.get((wl, "gradequeue"), []) if "server_cpu_ms_per_grade" in r}
+        theirs = {r["rep"]: r for r in by.get((wl, "edx"), []) if "server_cpu_ms_per_grade" in r}
+        ratios = [
+            theirs[rep]["server_cpu_ms_per_grade"]["total"] / ours[rep]["server_cpu_ms_per_grade"]["total"]
+            for rep in sorted(ours.keys() & theirs.keys())
+            if ours[rep]["server_cpu_ms_per_grade"]["total"]
+        ]
+        if ratios:
+            split = {
+                role: median([r["server_cpu_ms_per_grade"].get(role) for r in ours.values()], 2)
+                for role in ("web", "worker", "beat", "database")
+            }
+            lines.append(
+                f"- {wl}: " + ", ".join(f"x{x:.2f}" for x in ratios) + f" (median x{statistics.median(ratios):.2f});"
+                " gradequeue's split, ms/grade: " + ", ".join(f"{k} {v}" for k, v in split.items())
+            )
     return "\n".join(lines)
 
 

@@ -126,3 +126,50 @@ def test_callback_listener_times_each_post_on_kept_alive_connections() -> None:
         assert {k: len(v) for k, v in callbacks.arrivals.items()} == {"7": 2, "8": 1}
     finally:
         callbacks.stop()
+
+
+class WatcherLoginHandler(BaseHTTPRequestHandler):
+    """An XQueue login page: a csrftoken cookie on the GET, a session cookie on the POST; records headers."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def _reply(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        WatcherLoginHandler.seen.append((self.command, self.path, dict(self.headers), body))
+        payload = b'{"return_code": 0, "content": "Logged in"}'
+        self.send_response(200)
+        if self.command == "GET":
+            self.send_header("Set-Cookie", "csrftoken=tok1; Path=/")
+        else:
+            self.send_header("Set-Cookie", "sessionid=s1; HttpOnly; Path=/")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_requests_client_logs_in_as_xqueue_watcher_does() -> None:
+    WatcherLoginHandler.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), WatcherLoginHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        session = loadgen.RequestsSession(base, timeout=5)
+        assert session.login("grader1", "pw")
+        status, body, _ = session.request("POST", "/xqueue/put_result/", {"xqueue_header": "h"})
+        assert status == 200 and body.startswith(b'{"return_code": 0')
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    (get, login, put) = WatcherLoginHandler.seen
+    assert (get[0], get[1]) == ("GET", "/xqueue/login/")
+    assert (login[0], login[3]) == ("POST", b"username=grader1&password=pw")
+    assert login[2]["X-CSRFToken"] == "tok1" and login[2]["Referer"] == base + "/xqueue/login/"
+    # Every later request carries the token, the server's address as Referer, and both cookies.
+    assert (put[2]["X-CSRFToken"], put[2]["Referer"]) == ("tok1", base)
+    assert sorted(put[2]["Cookie"].split("; ")) == ["csrftoken=tok1", "sessionid=s1"]
