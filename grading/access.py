@@ -29,7 +29,7 @@ def _key(user_id: Any, roles: tuple[str, ...]) -> str:
 
 
 def _table(user: Any, roles: tuple[str, ...]) -> dict[str, Queue]:
-    """{name: queue} for the queues ``user`` holds one of ``roles`` on (superusers: every queue)."""
+    """{name: queue} for the queues ``user`` holds one of ``roles`` on. Grants only: being a superuser grants nothing."""
     roles = tuple(str(r) for r in roles) or ALL_ROLES
     ttl = float(setting("ACCESS_CACHE_SECONDS"))
     key = _key(user.pk, roles)
@@ -41,9 +41,7 @@ def _table(user: Any, roles: tuple[str, ...]) -> dict[str, Queue]:
         if table is not None:
             localcache.put(key, table)
             return table
-    queues = Queue.objects.all()
-    if not user.is_superuser:
-        queues = queues.filter(grants__user=user, grants__role__in=roles).distinct()
+    queues = Queue.objects.filter(grants__user=user, grants__role__in=roles).distinct()
     table = {queue.name: queue for queue in queues}
     if ttl > 0:
         cache.set(key, table, ttl)
@@ -82,11 +80,7 @@ def _grant_changed(sender: Any, instance: QueueGrant, **kwargs: Any) -> None:
 
 
 def _queue_changed(sender: Any, instance: Queue, **kwargs: Any) -> None:
-    from django.contrib.auth import get_user_model
-
-    holders = set(QueueGrant.objects.filter(queue_id=instance.pk).values_list("user_id", flat=True))
-    holders |= set(get_user_model().objects.filter(is_superuser=True).values_list("pk", flat=True))
-    forget(*holders)
+    forget(*set(QueueGrant.objects.filter(queue_id=instance.pk).values_list("user_id", flat=True)))
 
 
 def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:

@@ -27,6 +27,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from grading import access, callbacks, files, lifecycle, throttle
+from grading.api.auth import is_api_account
 from grading.api.envelope import fail, ok
 from grading.conf import setting
 from grading.models import QueueMode, Role
@@ -85,7 +86,7 @@ class LoginView(XQueueView):
         if wait:
             return fail(throttle.message(wait))
         user = authenticate(request._request, username=username, password=password)
-        if user is None:
+        if user is None or not is_api_account(user):  # staff accounts act only in the admin
             throttle.record_failure(username, address)
             return fail("Incorrect login credentials")
         throttle.record_success(username)

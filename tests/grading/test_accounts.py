@@ -17,7 +17,8 @@ from django.test import Client
 from django.utils import timezone
 
 from grading import lifecycle
-from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, submit
+from grading.models import QueueGrant, Role, Status, Submission
+from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, lms_header, submit
 
 THROTTLED = re.compile(r"^Too many failed logins; try again in (\d+) seconds$")
 
@@ -158,3 +159,58 @@ def test_lease_keys_are_long_random_and_never_repeat(queue: Any, lms_user: Any, 
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", lease.key)  # 32 bytes from secrets
         keys.add(lease.key)
     assert len(keys) == 20
+
+
+API_CALLS = [
+    ("post", "/xqueue/submit/", {"xqueue_header": lms_header("http://127.0.0.1:9/cb"), "xqueue_body": "{}"}),
+    ("get", "/xqueue/get_submission/", {"queue_name": "test-123"}),
+    ("get", "/xqueue/get_queuelen/", {"queue_name": "test-123"}),
+    (
+        "post",
+        "/xqueue/put_result/",
+        {"xqueue_header": '{"submission_id": 1, "submission_key": "k"}', "xqueue_body": "{}"},
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", ["superuser", "staff"])
+@pytest.mark.parametrize(("method", "path", "data"), API_CALLS, ids=[call[1] for call in API_CALLS])
+def test_an_admin_session_does_not_act_on_the_xqueue_api(
+    queue: Any, lms_user: Any, kind: str, method: str, path: str, data: dict[str, str]
+) -> None:
+    submitted = submit(queue, lms_user)
+    staff = get_user_model().objects.create_user("ops", password="ops-password-1", is_staff=True)
+    if kind == "superuser":
+        staff.is_superuser = True
+        staff.save()
+    # Even holding both grants on the queue: staff accounts work in the admin, API accounts on the API.
+    for role in (Role.LMS, Role.GRADER):
+        QueueGrant.objects.create(user=staff, queue=queue, role=role)
+    client = Client()
+    client.force_login(staff)
+    assert client.get("/admin/").status_code == 200  # a live admin session
+    response = getattr(client, method)(path, data)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/xqueue/login/?next=")
+    assert list(Submission.objects.values_list("pk", "status")) == [(submitted.pk, Status.QUEUED)]
+
+
+@pytest.mark.parametrize("kind", ["superuser", "staff"])
+def test_an_admin_account_cannot_log_in_to_the_xqueue_api(queue: Any, kind: str) -> None:
+    staff = get_user_model().objects.create_user(
+        "ops", password="ops-password-1", is_staff=True, is_superuser=kind == "superuser"
+    )
+    QueueGrant.objects.create(user=staff, queue=queue, role=Role.GRADER)
+    client = Client()
+    reply = client.post("/xqueue/login/", {"username": "ops", "password": "ops-password-1"})
+    assert json.loads(reply.content) == {"return_code": 1, "content": "Incorrect login credentials"}
+    assert client.get("/xqueue/get_queuelen/", {"queue_name": "test-123"}).status_code == 302
+
+
+def test_a_superuser_is_granted_no_queue_by_being_one(queue: Any, other_queue: Any) -> None:
+    from grading import access
+
+    root = get_user_model().objects.create_superuser("root", password="root-password-1")
+    assert access.queue_names(root) == []
+    QueueGrant.objects.create(user=root, queue=other_queue, role=Role.GRADER)
+    assert access.queue_names(root) == ["other-queue"]
