@@ -29,7 +29,7 @@ def _key(user_id: Any, roles: tuple[str, ...]) -> str:
 
 
 def _table(user: Any, roles: tuple[str, ...]) -> dict[str, Queue]:
-    """{name: queue} for the queues ``user`` holds one of ``roles`` on. Grants only: being a superuser grants nothing."""
+    """{name: queue} for the queues ``user`` holds one of ``roles`` on (grants only: a superuser holds none)."""
     roles = tuple(str(r) for r in roles) or ALL_ROLES
     ttl = float(setting("ACCESS_CACHE_SECONDS"))
     key = _key(user.pk, roles)
