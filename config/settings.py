@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+from django.conf import global_settings
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -173,9 +174,12 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
-# Passwords keep Django's default hasher; repeated logins with the same credentials skip the slow hash
-# for GRADEQUEUE["LOGIN_CACHE_SECONDS"] (see grading/auth_backends.py).
+# Passwords people choose keep Django's default hasher; repeated logins with the same credentials skip the
+# slow hash for GRADEQUEUE["LOGIN_CACHE_SECONDS"] (see grading/auth_backends.py). Machine secrets
+# (create_account --generate-secret) are checked by a keyed hash in microseconds (grading/credentials.py);
+# their hasher comes last, so that it is never chosen for a password.
 AUTHENTICATION_BACKENDS = ["grading.auth_backends.CachedCredentialsBackend"]
+PASSWORD_HASHERS = [*global_settings.PASSWORD_HASHERS, "grading.credentials.MachineSecretHasher"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -293,6 +297,9 @@ GRADEQUEUE = {
     # How long a successful password check is remembered (keyed digest only), so that graders' frequent
     # re-logins answer within their 1 s timeout. 0 turns it off.
     "LOGIN_CACHE_SECONDS": env_int("GRADEQUEUE_LOGIN_CACHE_SECONDS", 600, minimum=0),
+    # The server key of machine secrets' keyed hash (grading/credentials.py); empty: derived from
+    # DJANGO_SECRET_KEY. Changing it (or the secret key, while this is empty) invalidates every generated secret.
+    "CREDENTIAL_KEY": env_str("GRADEQUEUE_CREDENTIAL_KEY", ""),
     # Push modes (grading.push). HTTP push: each POST's timeout, and how many POSTs one lease gets (with
     # back-off between them) before the submission fails and the LMS is told it could not be graded.
     "PUSH_HTTP_TIMEOUT": env_float("GRADEQUEUE_PUSH_HTTP_TIMEOUT", 30.0, minimum=0.1),
@@ -363,13 +370,21 @@ if not _CALLBACK_HOSTS and not _DEVELOPMENT:
         "GRADEQUEUE_CALLBACK_HOSTS is not set: list the LMS hosts that grades may be posted to, "
         "for example GRADEQUEUE_CALLBACK_HOSTS=lms.example.org,*.courses.example.org"
     )
+if os.environ.get("GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT"):
+    raise ImproperlyConfigured(
+        "GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT is gone: failed logins are counted per account and client address "
+        "(GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS), so that a guesser cannot lock the real client out"
+    )
 GRADEQUEUE.update(
     {
         "CALLBACK_HOSTS": _CALLBACK_HOSTS,
-        # Failed logins: after this many failures in LOGIN_THROTTLE_SECONDS (counted from the first), an
-        # account, or a client address, must wait until the window ends.
-        "LOGIN_FAILURES_PER_ACCOUNT": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=1),
-        "LOGIN_FAILURES_PER_ADDRESS": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ADDRESS", 30, minimum=1),
+        # Failed logins (grading/throttle.py): after this many failures in LOGIN_THROTTLE_SECONDS (counted
+        # from the first), an account must wait, from that client address only; and a client address, for
+        # every account. A guesser elsewhere never locks the real client out.
+        "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": env_int(
+            "GRADEQUEUE_LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", 10, minimum=1
+        ),
+        "LOGIN_FAILURES_PER_ADDRESS": env_int("GRADEQUEUE_LOGIN_FAILURES_PER_ADDRESS", 50, minimum=1),
         "LOGIN_THROTTLE_SECONDS": env_int("GRADEQUEUE_LOGIN_THROTTLE_SECONDS", 900, minimum=1),
         # Behind a reverse proxy: the header whose last entry is the client address (e.g. X-Forwarded-For).
         "LOGIN_CLIENT_ADDRESS_HEADER": env_str("GRADEQUEUE_LOGIN_CLIENT_ADDRESS_HEADER", ""),

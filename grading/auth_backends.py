@@ -1,10 +1,14 @@
-"""Password checks that answer within xqueue-watcher's 1-second request timeout.
+"""Credential checks that answer within xqueue-watcher's 1-second request timeout.
 
-Django's default hasher (PBKDF2, a million rounds) takes 0.3-0.6 s on a 2-core machine, and more under load;
-a watcher whose login misses its 1 s timeout dies with its thread. Graders log in again and again with the
-same credentials, so after one full check this backend remembers, for a while, a keyed digest of the
-credentials together with the account's current password hash. A changed password or a deactivated account
-no longer matches; the cache never holds the password itself.
+Machine secrets (``create_account --generate-secret``, ``grading.credentials``) are checked by one keyed
+hash, in microseconds, with no cache involved. They are checked here and never handed to Django's
+``check_password``, which would re-hash a correct one with the default hasher.
+
+Passwords people chose keep Django's default hasher (PBKDF2, a million rounds: 0.3-0.6 s on a 2-core
+machine, and more under load). Graders log in again and again with the same credentials, so after one full
+check this backend remembers, for a while, a keyed digest of the credentials together with the account's
+current password hash. A changed password or a deactivated account no longer matches; the cache never holds
+the password itself.
 
 Every request of a polling grader also loads its account from the session (``get_user``). That is served from
 the cache too (Redis in production, and for a few seconds from the process itself, ``grading.localcache``)
@@ -24,12 +28,39 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 
-from grading import localcache
+from grading import credentials, localcache
 from grading.conf import setting
 
 
+def _storable(text: str) -> bool:
+    """Whether the database can hold (and so look up) ``text``: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _cache_get(key: str) -> Any:
+    # Only a shortcut: with the cache unreachable, logins take the full check.
+    try:
+        return cache.get(key)
+    except Exception:
+        return None
+
+
+def _cache_set(key: str, value: Any, timeout: int) -> None:
+    try:
+        cache.set(key, value, timeout=timeout)
+    except Exception:
+        return
+
+
 def _key(username: str, password: str) -> str:
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"{username}\0{password}".encode(), hashlib.sha256)
+    message = f"{username}\0{password}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256)
     return "gradequeue:credentials:" + digest.hexdigest()
 
 
@@ -37,23 +68,29 @@ class CachedCredentialsBackend(ModelBackend):
     def authenticate(
         self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
     ) -> Any:
-        if username is None or password is None:
+        if not isinstance(username, str) or not isinstance(password, str):
+            return None
+        if not _storable(username) or not _storable(password.replace("\x00", "")):
+            return None  # no account can have such a name, nor any hash be made of such a password
+        user_model = get_user_model()
+        user = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+        if user is not None and credentials.is_machine_hash(user.password):
+            if credentials.check(password, user.password) and self.user_can_authenticate(user):
+                return user
             return None
         key = _key(username, password)
-        remembered = cache.get(key)
-        if remembered is not None:
-            user_id, password_hash = remembered
-            user = get_user_model()._default_manager.filter(pk=user_id).first()
-            if (
-                user is not None
-                and hmac.compare_digest(user.password, password_hash)
-                and self.user_can_authenticate(user)
-            ):
-                return user
-            cache.delete(key)
+        remembered = _cache_get(key)
+        if (
+            user is not None
+            and remembered is not None
+            and remembered[0] == user.pk
+            and hmac.compare_digest(user.password, remembered[1])
+            and self.user_can_authenticate(user)
+        ):
+            return user
         user = super().authenticate(request, username=username, password=password, **kwargs)
         if user is not None:
-            cache.set(key, (user.pk, user.password), timeout=int(setting("LOGIN_CACHE_SECONDS")))
+            _cache_set(key, (user.pk, user.password), int(setting("LOGIN_CACHE_SECONDS")))
         return user
 
     def get_user(self, user_id: Any) -> Any:
@@ -66,15 +103,15 @@ class CachedCredentialsBackend(ModelBackend):
                 localcache.put(key, _with_fixed_session_hash(user))
         if user is not None:
             # A copy: the request may change its user (last_login); the cached one stays as stored.
-            return _copy(user) if self.user_can_authenticate(user) else None
+            return copy_user(user) if self.user_can_authenticate(user) else None
         user = super().get_user(user_id)
         if user is not None and ttl > 0:
             cache.set(key, user, ttl)
-            localcache.put(key, _with_fixed_session_hash(_copy(user)))
+            localcache.put(key, _with_fixed_session_hash(copy_user(user)))
         return user
 
 
-def _copy(user: Any) -> Any:
+def copy_user(user: Any) -> Any:
     """A shallow copy of a model instance, as ``copy.copy`` makes it (Model.__getstate__: its own state and
     related-object cache), without the pickling protocol that made ``copy.copy`` cost more than the rest
     of the look-up."""

@@ -31,8 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_CACHE_SECONDS": 600,
     # Closed unless configured: config.settings fills in loopback for development.
     "CALLBACK_HOSTS": [],
-    "LOGIN_FAILURES_PER_ACCOUNT": 10,
-    "LOGIN_FAILURES_PER_ADDRESS": 30,
+    "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": 10,
+    "LOGIN_FAILURES_PER_ADDRESS": 50,
+    "CREDENTIAL_KEY": "",
     "LOGIN_THROTTLE_SECONDS": 900,
     "LOGIN_CLIENT_ADDRESS_HEADER": "",
     "PUSH_HTTP_TIMEOUT": 30.0,

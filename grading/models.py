@@ -180,3 +180,17 @@ class QueueSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue_id} @ {self.taken_at:%H:%M:%S}: {self.waiting} waiting, {self.leased} leased"
+
+
+class LoginFailureCounter(models.Model):
+    """Failed logins of one (account, client address) pair, or of one address, in the current window
+    (``grading.throttle``). Counted in the database: atomic on PostgreSQL and SQLite, shared by every web
+    process, and independent of the cache."""
+
+    key = models.CharField(max_length=80, primary_key=True)
+    count = models.IntegerField(default=0)
+    # Seconds since the epoch: the window's end, after which the counter starts again from nothing.
+    window_ends = models.FloatField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"

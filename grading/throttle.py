@@ -1,12 +1,27 @@
-"""Throttling failed logins, per account and per client address, in Django's cache.
+"""Throttling failed logins so that a guesser cannot lock out the real client.
 
-Each counter lives for a fixed window that starts at its first failure; once an account (or an address)
-has failed ``LOGIN_FAILURES_PER_ACCOUNT`` (``LOGIN_FAILURES_PER_ADDRESS``) times in the window, further
-logins are refused without checking the password until the window ends. Nothing is ever locked for good:
-the counters simply expire. A successful login clears its account's counter, not its address's (an
-attacker holding one valid account must not be able to reset the address counter between guesses).
+Failures are counted per (account, client address) pair and per client address, as django-axes' combined
+lockout parameters ``[["username", "ip_address"], "ip_address"]`` do:
 
-The counters are as shared as the cache is: with several web processes, set ``CACHE_URL`` to Redis.
+- ``LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS`` failures of one account from one address make that account wait,
+  *from that address only*: a guesser elsewhere never locks the real LMS or grader out of its own account;
+- ``LOGIN_FAILURES_PER_ADDRESS`` failures from one address, across all accounts, make that address wait (the
+  ceiling for a guesser that sprays many account names); every other address is unaffected.
+
+Each counter lives for ``LOGIN_THROTTLE_SECONDS`` from its first failure, then starts again from nothing:
+nothing is ever locked for good. A successful login clears its (account, address) counter, not its address's.
+
+**Atomic.** A password check first *reserves* a slot on both counters (one ``INSERT ... ON CONFLICT DO UPDATE
+... RETURNING`` statement each, atomic on PostgreSQL and SQLite) and is refused unchecked when either is full;
+a failed check keeps its slot as the failure, a successful one gives it back. So N parallel guesses against a
+limit of L get at most L password checks, however they interleave. (django-axes checks the lock before the
+password and counts the failure after it: 32 parallel wrong guesses against its limit of 10 got 32 password
+checks, measured with django-axes 8.3.1 on PostgreSQL with its database handler and with its Redis cache
+handler; and its one failure limit has no separate address ceiling. Hence this module.)
+
+**In the database**, not the cache: the counters are shared by every web process with no Redis configured
+(``make run``), and they work unchanged when Redis is unreachable. Expired rows are deleted whenever a new
+window starts.
 """
 
 from __future__ import annotations
@@ -14,18 +29,29 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from django.core.cache import cache
+from django.db import connection
+from django.db.models import F
 
 from grading.conf import setting
+from grading.models import LoginFailureCounter
 
-PREFIX = "gradequeue:login-failures"
+TABLE = LoginFailureCounter._meta.db_table
 
 
-def _key(kind: str, value: str) -> str:
-    # Hashed: user names and addresses may hold characters some cache backends refuse in keys.
-    return f"{PREFIX}:{kind}:{hashlib.sha256(value.encode('utf-8')).hexdigest()}"
+def _digest(value: str) -> str:
+    # Hashed: keys of a fixed size, and no user name or address stored in clear.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _pair_key(username: str, address: str) -> str:
+    return "pair:" + _digest(f"{username.strip().lower()}\0{address}")
+
+
+def _address_key(address: str) -> str:
+    return "address:" + _digest(address)
 
 
 def client_address(request: Any) -> str:
@@ -40,42 +66,87 @@ def client_address(request: Any) -> str:
     return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
-def _counters(username: str, address: str) -> list[tuple[str, int]]:
+def _limits(username: str, address: str) -> list[tuple[str, int]]:
     return [
-        (_key("account", username.strip().lower()), int(setting("LOGIN_FAILURES_PER_ACCOUNT"))),
-        (_key("address", address), int(setting("LOGIN_FAILURES_PER_ADDRESS"))),
+        (_pair_key(username, address), int(setting("LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS"))),
+        (_address_key(address), int(setting("LOGIN_FAILURES_PER_ADDRESS"))),
     ]
 
 
+def _wait(window_ends: float, now: float) -> int:
+    return max(math.ceil(window_ends - now), 1)
+
+
 def retry_after(username: str, address: str) -> int:
-    """Seconds until a login for ``username`` from ``address`` may be tried again; 0 when it may now."""
-    wait = 0
+    """Seconds until a login for ``username`` from ``address`` may be tried again; 0 when it may now.
+
+    A read only: what a refused request costs when the counters are already full.
+    """
     now = time.time()
-    for key, limit in _counters(username, address):
-        values = cache.get_many([key, key + ":reset"])
-        count, reset_at = values.get(key), values.get(key + ":reset")
-        if count is not None and reset_at is not None and int(count) >= limit:
-            wait = max(wait, math.ceil(float(reset_at) - now), 1)
-    return wait
+    limits = dict(_limits(username, address))
+    rows = LoginFailureCounter.objects.filter(key__in=list(limits), window_ends__gt=now).values_list(
+        "key", "count", "window_ends"
+    )
+    waits = [_wait(window_ends, now) for key, count, window_ends in rows if count >= limits[key]]
+    return max(waits, default=0)
 
 
-def record_failure(username: str, address: str) -> None:
+def _take(key: str, now: float, window: int) -> tuple[int, float]:
+    """Add one to ``key``'s counter (starting a new window if its last one ended); the new count and window end."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} (key, count, window_ends) VALUES (%s, 1, %s) "  # noqa: S608 (a constant name)
+            "ON CONFLICT (key) DO UPDATE SET "
+            f"count = CASE WHEN {TABLE}.window_ends <= %s THEN 1 ELSE {TABLE}.count + 1 END, "
+            f"window_ends = CASE WHEN {TABLE}.window_ends <= %s THEN excluded.window_ends "
+            f"ELSE {TABLE}.window_ends END "
+            "RETURNING count, window_ends",
+            [key, now + window, now, now],
+        )
+        count, window_ends = cursor.fetchone()
+    if window_ends == now + window:
+        # A new window: a good moment to forget the counters whose window has ended.
+        LoginFailureCounter.objects.filter(window_ends__lte=now).delete()
+    return int(count), float(window_ends)
+
+
+def _give_back(*keys: str) -> None:
+    LoginFailureCounter.objects.filter(key__in=keys, count__gt=0).update(count=F("count") - 1)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A slot on both counters, held while one password is checked."""
+
+    pair_key: str
+    address_key: str
+
+    def succeeded(self) -> None:
+        """The password was right: its slot was no failure, and the account's failures from here are forgiven."""
+        LoginFailureCounter.objects.filter(key=self.pair_key).delete()
+        _give_back(self.address_key)
+
+    def failed(self) -> None:
+        """The password was wrong: the slot stays, as the failure."""
+
+    def cancel(self) -> None:
+        """No answer was reached (an error while checking): the slot was no failure."""
+        _give_back(self.pair_key, self.address_key)
+
+
+def reserve(username: str, address: str) -> Reservation | int:
+    """A slot for one password check of ``username`` from ``address``, or the seconds to wait if either counter
+    is full (then nothing is counted)."""
+    now = time.time()
     window = int(setting("LOGIN_THROTTLE_SECONDS"))
-    reset_at = time.time() + window
-    for key, _limit in _counters(username, address):
-        # add() only starts a window if none is open: later failures do not extend it.
-        cache.add(key + ":reset", reset_at, window)
-        cache.add(key, 0, window)
-        try:
-            cache.incr(key)
-        except ValueError:  # the window ended between add() and incr()
-            cache.set(key, 1, window)
-            cache.set(key + ":reset", reset_at, window)
-
-
-def record_success(username: str) -> None:
-    key = _key("account", username.strip().lower())
-    cache.delete_many([key, key + ":reset"])
+    taken: list[str] = []
+    for key, limit in _limits(username, address):
+        count, window_ends = _take(key, now, window)
+        taken.append(key)
+        if count > limit:
+            _give_back(*taken)
+            return _wait(window_ends, now)
+    return Reservation(pair_key=taken[0], address_key=taken[1])
 
 
 def message(seconds: int) -> str:

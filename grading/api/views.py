@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import login, logout
 from django.contrib.auth.views import redirect_to_login
 from django.core import signing
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -26,8 +26,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from grading import access, callbacks, files, lifecycle, throttle
-from grading.api.auth import is_api_account
+from grading import access, callbacks, files, lifecycle, logins, throttle
 from grading.api.envelope import fail, ok
 from grading.conf import setting
 from grading.models import QueueMode, Role
@@ -79,18 +78,15 @@ class LoginView(XQueueView):
     def post(self, request: Request) -> HttpResponse:
         data = _form(request)
         username, password = data.get("username"), data.get("password")
-        if not username or not password:
+        # A file part where a field was expected is no login info either.
+        if not username or not password or not isinstance(username, str) or not isinstance(password, str):
             return fail("Insufficient login info")
-        address = throttle.client_address(request._request)
-        wait = throttle.retry_after(username, address)
-        if wait:
-            return fail(throttle.message(wait))
-        user = authenticate(request._request, username=username, password=password)
-        if user is None or not is_api_account(user):  # staff accounts act only in the admin
-            throttle.record_failure(username, address)
+        outcome = logins.check(username, password, throttle.client_address(request._request))
+        if outcome.wait:
+            return fail(throttle.message(outcome.wait))
+        if outcome.user is None:
             return fail("Incorrect login credentials")
-        throttle.record_success(username)
-        login(request._request, user)
+        login(request._request, outcome.user)
         return ok("Logged in")
 
 

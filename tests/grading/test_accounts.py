@@ -33,7 +33,7 @@ def login(username: str, password: str, address: str = "10.0.0.1", **extra: Any)
 def limits(settings: Any) -> None:
     settings.GRADEQUEUE = {
         **settings.GRADEQUEUE,
-        "LOGIN_FAILURES_PER_ACCOUNT": 3,
+        "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": 3,
         "LOGIN_FAILURES_PER_ADDRESS": 5,
         "LOGIN_THROTTLE_SECONDS": 600,
     }
@@ -43,15 +43,35 @@ def wrong(username: str, address: str = "10.0.0.1") -> None:
     assert login(username, "wrong-password", address) == {"return_code": 1, "content": "Incorrect login credentials"}
 
 
-def test_an_account_is_throttled_after_repeated_failures_from_any_address(lms_user: Any, limits: None) -> None:
-    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
-        wrong("lms", address)
-    reply = login("lms", LMS_PASSWORD, "10.0.0.4")  # even the right password, from a fresh address
-    assert reply["return_code"] == 1
-    match = THROTTLED.match(reply["content"])
+def test_a_guesser_elsewhere_never_locks_the_real_client_out(lms_user: Any, limits: None) -> None:
+    for _ in range(30):
+        login("lms", "a-guess", "198.51.100.66")
+    # The guesser's address waits for this account, even with the right password...
+    match = THROTTLED.match(login("lms", LMS_PASSWORD, "198.51.100.66")["content"])
     assert match and 590 <= int(match.group(1)) <= 600
-    # Other accounts are not affected.
-    assert login("grader", GRADER_PASSWORD, "10.0.0.4") == {"return_code": 1, "content": "Incorrect login credentials"}
+    # ...while the real client, at its own address, logs in as always.
+    assert login("lms", LMS_PASSWORD, "10.0.0.1") == {"return_code": 0, "content": "Logged in"}
+
+
+def test_an_account_waits_from_the_failing_address_only(lms_user: Any, limits: None) -> None:
+    for _ in range(3):
+        wrong("lms", "10.0.0.1")
+    assert THROTTLED.match(login("lms", LMS_PASSWORD, "10.0.0.1")["content"])
+    assert login("lms", LMS_PASSWORD, "10.0.0.2") == {"return_code": 0, "content": "Logged in"}
+    # Failures of the same account from different addresses are counted apart.
+    for address in ("10.0.0.3", "10.0.0.4", "10.0.0.5"):
+        wrong("lms", address)
+    assert login("lms", LMS_PASSWORD, "10.0.0.6") == {"return_code": 0, "content": "Logged in"}
+
+
+def test_thirty_failures_from_one_address_lock_no_account_for_other_addresses(lms_user: Any, grader_user: Any) -> None:
+    # The default limits: 10 per account and address, 50 per address.
+    for i in range(30):
+        login("lms" if i % 2 else f"guess{i}", "a-guess", "203.0.113.9")
+    assert THROTTLED.match(login("lms", LMS_PASSWORD, "203.0.113.9")["content"])  # 15 > 10 for lms there
+    assert login("grader", GRADER_PASSWORD, "203.0.113.9") == {"return_code": 0, "content": "Logged in"}  # 30 < 50
+    assert login("lms", LMS_PASSWORD, "203.0.113.10") == {"return_code": 0, "content": "Logged in"}
+    assert login("grader", GRADER_PASSWORD, "203.0.113.10") == {"return_code": 0, "content": "Logged in"}
 
 
 def test_the_account_throttle_ends_by_itself(lms_user: Any, limits: None) -> None:
@@ -68,6 +88,7 @@ def test_user_name_case_does_not_dodge_the_account_throttle(lms_user: Any, limit
     for name in ("lms", "LMS", " Lms"):
         wrong(name)
     assert THROTTLED.match(login("lms", LMS_PASSWORD)["content"])
+    assert login("lms", LMS_PASSWORD, "10.0.0.2")["return_code"] == 0
 
 
 def test_an_address_is_throttled_after_failures_across_accounts(lms_user: Any, grader_user: Any, limits: None) -> None:
@@ -92,7 +113,7 @@ def test_behind_a_proxy_the_last_forwarded_address_counts(lms_user: Any, limits:
     settings.GRADEQUEUE = {
         **settings.GRADEQUEUE,
         "LOGIN_CLIENT_ADDRESS_HEADER": "X-Forwarded-For",
-        "LOGIN_FAILURES_PER_ACCOUNT": 100,
+        "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": 100,
     }
     for i in range(5):
         # The client forges the first entry each time; the proxy's last entry is the real address.
@@ -144,10 +165,14 @@ def test_accounts_are_created_without_staff_rights_and_with_djangos_default_hash
     assert user.check_password("pw-long-enough-1")
 
 
-def test_the_project_keeps_djangos_default_password_hashers() -> None:
+def test_the_project_keeps_djangos_default_password_hashers_and_adds_the_machine_secret_one_last() -> None:
     import config.settings as project_settings
 
-    assert "PASSWORD_HASHERS" not in vars(project_settings)
+    assert project_settings.PASSWORD_HASHERS[0] == "django.contrib.auth.hashers.PBKDF2PasswordHasher"
+    assert [
+        *global_settings.PASSWORD_HASHERS,
+        "grading.credentials.MachineSecretHasher",
+    ] == project_settings.PASSWORD_HASHERS
 
 
 def test_lease_keys_are_long_random_and_never_repeat(queue: Any, lms_user: Any, grader_user: Any) -> None:
@@ -214,3 +239,82 @@ def test_a_superuser_is_granted_no_queue_by_being_one(queue: Any, other_queue: A
     assert access.queue_names(root) == []
     QueueGrant.objects.create(user=root, queue=other_queue, role=Role.GRADER)
     assert access.queue_names(root) == ["other-queue"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_wrong_guesses_get_no_more_password_checks_than_the_limit(
+    lms_user: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    import threading
+
+    from django.contrib.auth import base_user
+    from django.db import connections
+
+    settings.GRADEQUEUE = {
+        **settings.GRADEQUEUE,
+        "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": 10,
+        "LOGIN_FAILURES_PER_ADDRESS": 1000,
+    }
+    real_check = base_user.check_password
+    checks: list[str] = []
+
+    def slow_check(*args: Any, **kwargs: Any) -> bool:
+        checks.append("x")
+        threading.Event().wait(0.05)  # a slow hash keeps many checks in flight at once
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(base_user, "check_password", slow_check)
+    start = threading.Barrier(32)
+    replies: list[dict[str, Any]] = []
+
+    def guess(i: int) -> None:
+        start.wait()
+        try:
+            replies.append(login("lms", f"guess-{i}", "198.51.100.7"))  # 32 different guesses
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(checks) <= 10
+    contents = sorted(reply["content"] for reply in replies)
+    assert len(contents) == 32
+    assert contents.count("Incorrect login credentials") == len(checks)
+    assert all(THROTTLED.match(text) for text in contents if text != "Incorrect login credentials")
+    # Once the slots are spent, the real password from this address waits too; from another it logs in.
+    assert THROTTLED.match(login("lms", LMS_PASSWORD, "198.51.100.7")["content"])
+    assert login("lms", LMS_PASSWORD, "198.51.100.8") == {"return_code": 0, "content": "Logged in"}
+
+
+def test_the_throttle_counts_and_refuses_with_the_cache_unreachable(lms_user: Any, limits: None) -> None:
+    import socket
+
+    from django.core.cache import caches
+
+    # A Redis cache on a port nothing listens on: every cache call fails.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    dead = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{dead_port}/0",
+        }
+    }
+    from django.test import override_settings
+
+    from grading import throttle
+
+    with override_settings(CACHES=dead):
+        with pytest.raises(Exception, match=r"(?i)connect"):
+            caches["default"].get("anything")
+        for _ in range(3):
+            reservation = throttle.reserve("lms", "10.0.0.1")
+            assert isinstance(reservation, throttle.Reservation)
+            reservation.failed()
+        assert 590 <= throttle.retry_after("lms", "10.0.0.1") <= 600
+        assert isinstance(throttle.reserve("lms", "10.0.0.1"), int)
+        assert throttle.retry_after("lms", "10.0.0.2") == 0

@@ -5,13 +5,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from grading import credentials
 from grading.models import Queue, QueueGrant, Role
 
 
 class Command(BaseCommand):
     help = (
-        "Create an LMS or grader account (or update its password) and grant it queues. Idempotent. "
-        "Example: manage.py create_account watcher1 --role grader --queue python-101 --password-env WATCHER_PW"
+        "Create an LMS or grader account (or update its credential) and grant it queues. Idempotent. "
+        "Example: manage.py create_account watcher1 --role grader --queue python-101 --generate-secret"
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -30,6 +31,12 @@ class Command(BaseCommand):
             help="Grant this queue (repeatable). The queue must exist.",
         )
         group = parser.add_mutually_exclusive_group()
+        group.add_argument(
+            "--generate-secret",
+            action="store_true",
+            help="Generate a 256-bit secret for this machine account, store its keyed hash (checked in "
+            "microseconds) and print it once. Replaces any earlier password or secret.",
+        )
         group.add_argument("--password", help="The password (visible in the process list; prefer --password-env)")
         group.add_argument("--password-env", metavar="VAR", help="Read the password from this environment variable")
 
@@ -48,9 +55,13 @@ class Command(BaseCommand):
         user_model = get_user_model()
         with transaction.atomic():
             user, created = user_model.objects.get_or_create(username=opts["username"])
-            if created and not password:
-                raise CommandError("A new account needs --password or --password-env")
-            if password:
+            if created and not password and not opts["generate_secret"]:
+                raise CommandError("A new account needs --generate-secret, --password or --password-env")
+            secret = credentials.generate_secret() if opts["generate_secret"] else None
+            if secret:
+                user.password = credentials.make_hash(secret)
+                user.save()
+            elif password:
                 user.set_password(password)
                 user.save()
             for queue in queues:
@@ -59,3 +70,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{'Created' if created else 'Updated'} account {user.get_username()} ({opts['role']}): {granted}"
         )
+        if secret:
+            self.stdout.write(f"Secret of {user.get_username()} (shown only this once; use it as the password):")
+            self.stdout.write(secret)
