@@ -300,6 +300,9 @@ GRADEQUEUE = {
     # The server key of machine secrets' keyed hash (grading/credentials.py); empty: derived from
     # DJANGO_SECRET_KEY. Changing it (or the secret key, while this is empty) invalidates every generated secret.
     "CREDENTIAL_KEY": env_str("GRADEQUEUE_CREDENTIAL_KEY", ""),
+    # The key(s) HTTP push passwords are encrypted with in the database (grading/secretbox.py): any text,
+    # comma-separated to rotate (the first encrypts, all decrypt); empty: derived from DJANGO_SECRET_KEY.
+    "ENCRYPTION_KEY": env_str("GRADEQUEUE_ENCRYPTION_KEY", ""),
     # Push modes (grading.push). HTTP push: each POST's timeout, and how many POSTs one lease gets (with
     # back-off between them) before the submission fails and the LMS is told it could not be graded.
     "PUSH_HTTP_TIMEOUT": env_float("GRADEQUEUE_PUSH_HTTP_TIMEOUT", 30.0, minimum=0.1),

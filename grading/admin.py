@@ -6,12 +6,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from grading import lifecycle
+from grading import lifecycle, secretbox
 from grading.models import Queue, QueueGrant, Submission, SubmissionEvent
 from grading.stats import format_age
 
@@ -22,8 +23,45 @@ class QueueGrantInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class QueueForm(forms.ModelForm):
+    """The push password is write-only: the form never shows it (not even encrypted), only replaces or clears it."""
+
+    new_push_password = forms.CharField(
+        label="Push password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="HTTP push: the basic auth password. Leave empty to keep the current one.",
+    )
+    clear_push_password = forms.BooleanField(label="Remove the push password", required=False)
+
+    class Meta:
+        model = Queue
+        # Listed, not excluded: a field added to Queue later is not put in the form unseen.
+        fields = ["name", "mode", "lease_seconds", "max_attempts", "max_in_flight", "push_url", "push_username"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.push_password:
+            self.fields[
+                "new_push_password"
+            ].help_text = "HTTP push: a password is set (stored encrypted, never shown). Leave empty to keep it."
+
+    def save(self, commit: bool = True) -> Any:
+        queue = super().save(commit=False)
+        if self.cleaned_data.get("clear_push_password"):
+            queue.push_password = ""
+        elif self.cleaned_data.get("new_push_password"):
+            queue.push_password = secretbox.seal(self.cleaned_data["new_push_password"])
+        if commit:
+            queue.save()
+            self.save_m2m()
+        return queue
+
+
 @admin.register(Queue)
 class QueueAdmin(admin.ModelAdmin):
+    form = QueueForm
     list_display = ["name", "mode", "lease_seconds", "max_attempts", "created_at"]
     list_filter = ["mode"]
     search_fields = ["name"]

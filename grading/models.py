@@ -6,6 +6,7 @@ Nothing outside ``grading.lifecycle`` writes ``Submission.status``.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -37,7 +38,8 @@ class Queue(models.Model):
         max_length=500, blank=True, help_text="HTTP push: the grader's URL, POSTed each submission."
     )
     push_username = models.CharField(max_length=150, blank=True, help_text="HTTP push: optional basic auth user.")
-    push_password = models.CharField(max_length=150, blank=True, help_text="HTTP push: optional basic auth password.")
+    # Encrypted (grading.secretbox): "fernet:<token>". Never shown: the admin's form only replaces or clears it.
+    push_password = models.TextField(blank=True, help_text="HTTP push: optional basic auth password, encrypted.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -51,6 +53,14 @@ class Queue(models.Model):
         # refuse it wherever a queue is validated (the admin's form, create_queue).
         if self.mode == QueueMode.HTTP and not self.push_url:
             raise ValidationError({"push_url": "A queue in http mode needs a grader URL (push_url)."})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        from grading import secretbox
+
+        # A password assigned in clear is sealed before it reaches the database.
+        if self.push_password and not secretbox.is_sealed(self.push_password):
+            self.push_password = secretbox.seal(self.push_password)
+        super().save(*args, **kwargs)
 
 
 class Role(models.TextChoices):

@@ -33,7 +33,7 @@ import time
 import requests
 from django.db import transaction
 
-from grading import files, lifecycle
+from grading import files, lifecycle, secretbox
 from grading.conf import setting
 from grading.models import Queue, QueueMode, Status, Submission
 
@@ -210,7 +210,18 @@ def push_http(submission_id: int, key: str, attempt: int) -> tuple[PushOutcome, 
     )
     if row is None:
         return PushOutcome.STALE, None
-    body, stored, queue_id, url, username, password, cap = row
+    body, stored, queue_id, url, username, sealed_password, cap = row
+    try:
+        password = secretbox.open_sealed(sealed_password)
+    except secretbox.CannotOpen as exc:
+        # No POST without the grader's password; a new key will not appear by retrying.
+        logger.error("push submission=%s: the queue's push password %s", submission_id, exc)
+        if lifecycle.fail_lease(
+            submission_id, key, reason="push_failed", why=f"HTTP push: the push password {exc}", actor="system:push"
+        ):
+            _wake_if_capped(queue_id, cap)
+            return PushOutcome.FAILED, None
+        return PushOutcome.STALE, None
     payload = json.dumps({"xqueue_body": body, "xqueue_files": _file_urls(stored or {})})
     started = time.monotonic()
     http_status: int | None = None

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from grading import secretbox
 from grading.models import Queue, QueueMode
 
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
             if opts["push_password_env"]:
                 if opts["push_password_env"] not in os.environ:
                     raise CommandError(f"Environment variable {opts['push_password_env']} is not set")
-                queue.push_password = os.environ[opts["push_password_env"]]
+                queue.push_password = secretbox.seal(os.environ[opts["push_password_env"]])
             try:
                 queue.full_clean(exclude=["name"])
             except ValidationError as exc:
