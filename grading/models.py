@@ -48,12 +48,6 @@ class Queue(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        # A queue in http mode without a grader URL would lease its submissions to nobody until they fail:
-        # refuse it wherever a queue is validated (the admin's form, create_queue).
-        if self.mode == QueueMode.HTTP and not self.push_url:
-            raise ValidationError({"push_url": "A queue in http mode needs a grader URL (push_url)."})
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         from grading import secretbox
 
@@ -61,6 +55,12 @@ class Queue(models.Model):
         if self.push_password and not secretbox.is_sealed(self.push_password):
             self.push_password = secretbox.seal(self.push_password)
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        # A queue in http mode without a grader URL would lease its submissions to nobody until they fail:
+        # refuse it wherever a queue is validated (the admin's form, create_queue).
+        if self.mode == QueueMode.HTTP and not self.push_url:
+            raise ValidationError({"push_url": "A queue in http mode needs a grader URL (push_url)."})
 
 
 class Role(models.TextChoices):
