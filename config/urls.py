@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from grading import ops_views
 from grading.api import views
@@ -19,6 +19,8 @@ urlpatterns = [
     *(re_path(rf"^xqueue/{name}/?$", view.as_view(), name=url_name) for name, view, url_name in xqueue),
     path("xqueue/files/<str:token>/<str:name>", views.download, name="xqueue-file"),
     path("admin/", admin.site.urls),
+    # The JSON API with its OpenAPI schema (grading/rest).
+    path("api/v1/", include("grading.rest.urls")),
     # Operations: readiness (database + broker), Prometheus metrics, the staff status page.
     path("xqueue/ready/", ops_views.ready_view, name="ready"),
     path("metrics", ops_views.metrics_view, name="metrics"),

@@ -54,6 +54,11 @@ def queue_for(user: Any, name: str, *roles: str) -> Queue | None:
     return _table(user, roles).get(name)
 
 
+def granted(user: Any, *roles: str) -> list[Queue]:
+    """The queues ``user`` holds one of ``roles`` on (any role when none is named)."""
+    return list(_table(user, roles).values())
+
+
 def queue_names(user: Any, *roles: str) -> list[str]:
     return sorted(_table(user, roles))
 

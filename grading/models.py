@@ -204,3 +204,23 @@ class LoginFailureCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.count}"
+
+
+class ApiToken(models.Model):
+    """A bearer token of the JSON API (``/api/v1/``), issued by ``create_api_token``.
+
+    The token itself is shown once, when it is issued; only its SHA-256 is stored (a token is 256 random
+    bits, so a fast hash is as safe as a slow one). ``prefix`` names a token in listings without revealing it.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

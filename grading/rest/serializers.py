@@ -1,0 +1,150 @@
+"""What the JSON API reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from grading.models import Queue, QueueMode, Status, Submission, SubmissionEvent
+
+
+def plain_text(value: str) -> str:
+    """Text that every supported database stores as it was sent: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise serializers.ValidationError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("must not contain a lone surrogate") from None
+    return value
+
+
+class TextField(serializers.CharField):
+    """A string, taken as sent (no trimming, no number turned into text), that every database stores."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.validators.append(plain_text)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("must be a string")
+        return str(super().to_internal_value(data))
+
+
+class QueueFiguresSerializer(serializers.Serializer):
+    waiting = serializers.IntegerField()
+    leased = serializers.IntegerField()
+    oldest_waiting_age_seconds = serializers.FloatField(allow_null=True)
+    failed = serializers.IntegerField()
+    dead_letter = serializers.IntegerField()
+
+
+class QueueSerializer(serializers.ModelSerializer):
+    name = TextField(max_length=128)
+    mode = serializers.ChoiceField(choices=QueueMode.choices, default=QueueMode.PULL)
+    push_url = serializers.URLField(max_length=200, required=False, allow_blank=True)
+    push_username = TextField(max_length=150, required=False, allow_blank=True)
+
+    class Meta:
+        model = Queue
+        fields = ["name", "mode", "lease_seconds", "max_attempts", "max_in_flight", "push_url", "push_username"]
+        extra_kwargs = {
+            "lease_seconds": {"min_value": 1, "max_value": 7 * 24 * 3600},
+            "max_attempts": {"min_value": 1, "max_value": 1000},
+            "max_in_flight": {"min_value": 1, "max_value": 100000},
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        mode = attrs.get("mode", getattr(self.instance, "mode", QueueMode.PULL))
+        push_url = attrs.get("push_url", getattr(self.instance, "push_url", ""))
+        if mode == QueueMode.HTTP and not push_url:
+            raise serializers.ValidationError({"push_url": "A queue in http mode needs a grader URL (push_url)."})
+        return attrs
+
+
+class QueueDetailSerializer(QueueSerializer):
+    figures = QueueFiguresSerializer(read_only=True)
+
+    class Meta(QueueSerializer.Meta):
+        fields = [*QueueSerializer.Meta.fields, "figures"]
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SubmissionEvent
+        fields = ["created_at", "from_status", "to_status", "reason", "actor", "details"]
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    queue = serializers.CharField(source="queue.name")
+    status = serializers.ChoiceField(choices=Status.choices)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id",
+            "url",
+            "queue",
+            "status",
+            "lms_key",
+            "lms_callback_url",
+            "created_at",
+            "updated_at",
+            "attempts",
+            "delivery_attempts",
+            "graded_at",
+            "delivered_at",
+        ]
+
+    def get_url(self, obj: Submission) -> str:
+        request = self.context.get("request")
+        path = f"/api/v1/submissions/{obj.pk}/"
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class SubmissionDetailSerializer(SubmissionSerializer):
+    result = serializers.SerializerMethodField(help_text="What is (or will be) posted to the LMS, once graded.")
+    failure_reason = serializers.CharField()
+    timeline = EventSerializer(many=True, source="events")
+
+    class Meta(SubmissionSerializer.Meta):
+        fields = [*SubmissionSerializer.Meta.fields, "body", "files", "result", "failure_reason", "timeline"]
+
+    def get_result(self, obj: Submission) -> str | None:
+        return obj.lms_body or None
+
+
+class SubmitSerializer(serializers.Serializer):
+    """The JSON equivalent of ``/xqueue/submit/``: the three header keys as fields, the body as text."""
+
+    queue = TextField(max_length=128)
+    lms_callback_url = TextField(max_length=4096)
+    lms_key = TextField(max_length=1024, allow_blank=True, default="")
+    body = TextField(allow_blank=True, max_length=4 * 1024 * 1024)
+    header = serializers.DictField(
+        required=False, default=dict, help_text="Extra keys for the LMS header (kept and sent back with the grade)."
+    )
+
+
+class SubmittedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    url = serializers.CharField(help_text="Where to poll for the result.")
+    queue_length = serializers.IntegerField()
+
+
+class BulkActionSerializer(serializers.Serializer):
+    queue = TextField(max_length=128, required=False)
+    status = serializers.ChoiceField(choices=Status.choices, required=False)
+    lms_key = TextField(max_length=1024, required=False)
+    older_than = serializers.IntegerField(min_value=0, max_value=10**9, required=False, help_text="seconds")
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+
+class ActionResultSerializer(serializers.Serializer):
+    matched = serializers.IntegerField()
+    changed = serializers.ListField(child=serializers.IntegerField())
