@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('grading', '0004_fewer_indexes'),
+        ('grading', '0006_encrypt_push_password'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
