@@ -100,7 +100,9 @@ def test_grader_killed_mid_grade_the_submission_is_dispatched_again_after_its_le
     celery_worker_app: Any, fake_lms: FakeLMS, grader_queue: Queue, lms_user: Any, settings: Any, tmp_path: Path
 ) -> None:
     fast_pipeline(settings)
-    grader_queue.lease_seconds = 3
+    # The lease runs from the dispatch, before the grader process has even started: long enough to outlast
+    # that start on a loaded machine, so that the reclaim below finds it still running.
+    grader_queue.lease_seconds = 10
     grader_queue.save()
     with grader(grader_queue.name, "tests.e2e.graders:grade", tmp_path) as first:
         sub = submit(grader_queue, lms_user, fake_lms.callback_url(), lms_body(response="slow"))
