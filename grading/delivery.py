@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
@@ -117,24 +117,32 @@ def deliver(submission_id: int) -> lifecycle.DeliveryOutcome | None:
 
 
 def _post(claim: lifecycle.DeliveryClaim) -> tuple[int | None, str, int]:
-    """One POST of a grade to its LMS callback: (HTTP status or None, error text, duration in ms)."""
+    """One POST of a grade to its LMS callback: (HTTP status or None, error text, duration in ms).
+
+    Network errors and timeouts come back as (None, the error): the LMS may or may not have the grade, and
+    it is tried again. Anything else raises (the POST could not be made of this claim): the caller fails
+    that submission alone (``lifecycle.fail_delivery``).
+    """
     started = time.monotonic()
     http_status: int | None = None
     error = ""
     url = claim.callback_url
-    headers = {"Content-Type": _FORM}
+    # The same key on every POST of this grade, so that any LMS can recognise a repeat (the syntax of the
+    # IETF httpapi Idempotency-Key draft: a structured-field string).
+    headers = {"Content-Type": _FORM, "Idempotency-Key": f'"{claim.idempotency_key}"'}
+    credentials = _credentials(url)
+    if credentials:
+        # Sent as a header, and left out of the URL (which a proxy would see whole).
+        headers.update(urllib3.make_headers(basic_auth=credentials))
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    timeout = float(setting("DELIVERY_TIMEOUT"))
+    body = urlencode({"xqueue_header": claim.lms_header, "xqueue_body": claim.lms_body})
     try:
-        credentials = _credentials(url)
-        if credentials:
-            # Sent as a header, and left out of the URL (which a proxy would see whole).
-            headers.update(urllib3.make_headers(basic_auth=credentials))
-            parts = urlsplit(url)
-            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        timeout = float(setting("DELIVERY_TIMEOUT"))
         response = _manager(_proxy(url), _ca_bundle()).request(
             "POST",
             url,
-            body=urlencode({"xqueue_header": claim.lms_header, "xqueue_body": claim.lms_body}),
+            body=body,
             headers=headers,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
             retries=_NO_RETRIES,
@@ -177,22 +185,92 @@ def _log(
 
 def send(claim: lifecycle.DeliveryClaim) -> lifecycle.DeliveryOutcome:
     """POST the grade ``claim`` holds the right to deliver, and record what the LMS answered."""
-    http_status, error, duration_ms = _post(claim)
-    outcome, retry_in = lifecycle.record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms)
-    _log(claim, http_status, outcome, retry_in, duration_ms)
-    return outcome
+    return send_many([claim])[0]
 
 
 def send_many(claims: list[lifecycle.DeliveryClaim]) -> list[lifecycle.DeliveryOutcome]:
-    """POST many claimed grades, several at a time, then record the outcomes (from this thread: the
-    database connection is the caller's)."""
-    if len(claims) == 1:
-        return [send(claims[0])]
-    results = list(_post_pool().map(_post, claims))
-    outcomes = lifecycle.record_deliveries([(c, *r) for c, r in zip(claims, results, strict=True)])
-    for claim, (http_status, _error, duration_ms), outcome in zip(claims, results, outcomes, strict=True):
-        _log(claim, http_status, outcome, None, duration_ms)
+    """POST claimed grades, POST_CONCURRENCY at a time, and record each outcome as soon as its POST returns.
+
+    The POSTs run in the process's POST threads; this thread (the database connection is its own) waits for
+    them and records the answers as they come in: those that came back together in one go (one statement
+    when they were delivered), each of them as soon as it returns, not at the end of the batch.
+
+    A claim is never taken over while its POST is outstanding, however long that POST waits for a free POST
+    thread (runs of one process share them) or for a slow LMS: while any is outstanding, this thread renews
+    the claims of the outstanding ones every half ``DELIVERY_TIMEOUT`` (``lifecycle.extend_claims``: one
+    UPDATE for all of them, and none at all for a batch that is over within that time). Only a holder that
+    has stopped (a worker killed) lets its claims lapse, a guard after the last renewal, for the sweep.
+
+    One claim that raises, in its POST or its recording, fails its submission alone
+    (``lifecycle.fail_delivery``); the others are posted and recorded as usual.
+    """
+    if not claims:
+        return []
+    outcomes: list[lifecycle.DeliveryOutcome] = [lifecycle.DeliveryOutcome.RETRY] * len(claims)
+    pool = _post_pool()
+    index = {pool.submit(_post, claim): i for i, claim in enumerate(claims)}
+    pending = set(index)
+    every = max(0.05, float(setting("DELIVERY_TIMEOUT")) / 2)
+    renewed = time.monotonic()
+    while pending:
+        done, pending = wait(pending, timeout=max(0.0, renewed + every - time.monotonic()), return_when=FIRST_COMPLETED)
+        if done:
+            _record(claims, [(index[future], future) for future in done], outcomes)
+        if pending and time.monotonic() - renewed >= every:
+            lifecycle.extend_claims(claims[index[future]] for future in pending)
+            renewed = time.monotonic()
     return outcomes
+
+
+def _record(
+    claims: list[lifecycle.DeliveryClaim],
+    returned: list[tuple[int, Future[tuple[int | None, str, int]]]],
+    outcomes: list[lifecycle.DeliveryOutcome],
+) -> None:
+    """Record the POSTs that have just returned (``outcomes[i]`` for ``claims[i]``)."""
+    answered: list[tuple[int, int | None, str, int]] = []
+    for i, future in returned:
+        try:
+            answered.append((i, *future.result()))
+        except Exception as exc:
+            outcomes[i] = _fail_alone(claims[i], exc)
+    if not answered:
+        return
+    try:
+        recorded = lifecycle.record_deliveries([(claims[i], status, error, ms) for i, status, error, ms in answered])
+    except lifecycle.TRANSIENT_DB_ERRORS:
+        raise
+    except Exception:
+        # One of them cannot be recorded (the whole lot was rolled back): one at a time, so that it fails alone.
+        logger.warning(
+            "recording %d delivery attempts raised; recording them one at a time", len(answered), exc_info=True
+        )
+        recorded = []
+        for i, status, error, ms in answered:
+            try:
+                recorded.append(lifecycle.record_delivery(claims[i], http_status=status, error=error, duration_ms=ms))
+            except lifecycle.TRANSIENT_DB_ERRORS:
+                raise
+            except Exception as exc:
+                recorded.append((_fail_alone(claims[i], exc), None))
+    for (i, status, _error, ms), (outcome, retry_in) in zip(answered, recorded, strict=True):
+        outcomes[i] = outcome
+        _log(claims[i], status, outcome, retry_in, ms)
+
+
+def _fail_alone(claim: lifecycle.DeliveryClaim, exc: BaseException) -> lifecycle.DeliveryOutcome:
+    try:
+        return lifecycle.fail_delivery(claim, exc)
+    except lifecycle.TRANSIENT_DB_ERRORS:
+        raise
+    except Exception:
+        # Not even that could be recorded: the claim lapses and the sweep tries the submission again later.
+        logger.error(
+            "submission %s: could not record its delivery failure; left for the sweep",
+            claim.submission_id,
+            exc_info=True,
+        )
+        return lifecycle.DeliveryOutcome.RETRY
 
 
 # A batch's POSTs must fit in this many seconds even when the LMS answers slowly (well within the task's time

@@ -13,12 +13,17 @@ How a submission moves::
       └──lease expired──┘                   └──bad reply──▶ failed ──deliver──▶ delivered
                         └──lease expired max_attempts times──▶ failed
     graded/failed ──delivery gave up──▶ dead_letter ──redeliver──▶ graded/failed
+    graded ──posting it raised──▶ failed (the notice instead);  scoring raised ──▶ failed
+
+A reply, a grade or a notice that makes scoring or delivery raise fails that one submission (its reason in
+the timeline, an ERROR log line, the notice to the LMS) and the run carries on with the others.
 
 plus ``superseded`` (a newer submission for the same LMS callback) and ``cancelled`` (an operator).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -27,11 +32,11 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from grading.conf import policy_for, setting
@@ -44,8 +49,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.PULLED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
     Status.PULLED: frozenset({Status.QUEUED, Status.RETURNED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
     Status.RETURNED: frozenset({Status.GRADED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED}),
+    # graded -> failed: delivering the grade raised (not an HTTP answer): the LMS is sent the notice instead.
     Status.GRADED: frozenset(
-        {Status.GRADED, Status.DELIVERED, Status.DEAD_LETTER, Status.SUPERSEDED, Status.CANCELLED}
+        {Status.GRADED, Status.FAILED, Status.DELIVERED, Status.DEAD_LETTER, Status.SUPERSEDED, Status.CANCELLED}
     ),
     Status.FAILED: frozenset(
         {
@@ -622,9 +628,23 @@ def accept_result(
 
 
 def validate_grade(reply: str) -> str | None:
-    """Why the LMS could not use this grader reply, or None if it can."""
+    """Why the LMS could not use this grader reply, or None if it can. Never raises, whatever ``reply`` is."""
+    try:
+        return _check_grade(reply)
+    except Exception as exc:  # a reply must never stop scoring: whatever else it breaks, it is unusable
+        return f"{NOT_CHECKED} ({type(exc).__name__})"
+
+
+NESTED_TOO_DEEPLY = "the reply is nested too deeply"
+NOT_CHECKED = "the reply could not be checked"
+
+
+def _check_grade(reply: str) -> str | None:
     try:
         grade = json.loads(reply)
+    except RecursionError:
+        # "[" * 100000 (json's C scanner recurses per level): under the body limit, and no grade.
+        return NESTED_TOO_DEEPLY
     except (TypeError, ValueError):
         return "the reply is not JSON"
     if not isinstance(grade, dict):
@@ -718,7 +738,7 @@ def score_and_claim(submission_id: int, *, actor: str = "system:scoring") -> Del
     )
     if not won:
         return None
-    return DeliveryClaim(submission_id, Status.GRADED, attempts + 1, url, header, reply, now, queue_name)
+    return DeliveryClaim(submission_id, Status.GRADED, attempts + 1, url, header, reply, now, queue_name, now)
 
 
 _PG_SCORE_ONE_SELECT = """
@@ -750,30 +770,102 @@ FROM scored JOIN grading_queue AS q ON q.id = scored.queue_id
 """
 
 
-def _pg_score(select_sql: str, params: dict[str, Any], actor: str) -> tuple[int, list[DeliveryClaim]]:
+# Database errors that stop every submission alike (the connection, the server): these are raised, for the
+# task's retries, instead of failing the submission at hand.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+def _pg_score(
+    select_sql: str, params: dict[str, Any], actor: str, *, isolate: bool = True
+) -> tuple[int, list[DeliveryClaim]]:
     """Lock the returned rows ``select_sql`` picks, fail the unusable replies, and score and claim the rest
-    with one statement. Returns how many rows were taken, and the claims."""
+    with one statement. Returns how many rows were taken, and the claims.
+
+    Should the batch raise (one row the statement or Python cannot take), it is rolled back and, with
+    ``isolate``, its rows are scored one at a time, so that the row that raises fails alone."""
     check_edge(Status.RETURNED, Status.GRADED)
     now = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(select_sql, params)
-        taken = cursor.fetchall()
-        good: list[int] = []
-        for pk, reply in taken:
-            problem = validate_grade(reply)
-            if problem is None:
-                good.append(pk)
-            else:
-                _fail_reply(pk, problem, actor, now)
-        rows: list[tuple[Any, ...]] = []
-        if good:
-            cursor.execute(_PG_SCORE_SQL, {"ids": good, "now": now, "guard": now + delivery_guard(), "actor": actor})
-            rows = cursor.fetchall()
+    taken: list[tuple[Any, ...]] = []
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(select_sql, params)
+            taken = cursor.fetchall()
+            good: list[int] = []
+            for pk, reply in taken:
+                problem = validate_grade(reply)
+                if problem is None:
+                    good.append(pk)
+                else:
+                    _fail_reply(pk, problem, actor, now)
+            rows: list[tuple[Any, ...]] = []
+            if good:
+                cursor.execute(
+                    _PG_SCORE_SQL, {"ids": good, "now": now, "guard": now + delivery_guard(), "actor": actor}
+                )
+                rows = cursor.fetchall()
+    except TRANSIENT_DB_ERRORS:
+        raise
+    except Exception:
+        if not isolate or not taken:
+            raise
+        logger.warning("scoring a batch of %d replies raised; scoring them one at a time", len(taken), exc_info=True)
+        return len(taken), _score_each([pk for pk, _reply in taken], actor)
     claims = []
     for pk, attempt, url, header, body, queue_name in rows:
         log_transition(pk, Status.RETURNED, Status.GRADED, "scored", actor, queue_name)
-        claims.append(DeliveryClaim(pk, Status.GRADED, attempt, url, header, body, now, queue_name))
+        claims.append(DeliveryClaim(pk, Status.GRADED, attempt, url, header, body, now, queue_name, now))
     return len(taken), claims
+
+
+def _score_each(ids: list[int], actor: str) -> list[DeliveryClaim]:
+    """``score_and_claim`` each reply in its own transaction; one that raises fails alone (``fail_after_error``)."""
+    claims = []
+    for pk in ids:
+        try:
+            if connection.vendor == "postgresql":
+                claim = next(iter(_pg_score(_PG_SCORE_ONE_SELECT, {"id": pk}, actor, isolate=False)[1]), None)
+            else:
+                claim = score_and_claim(pk, actor=actor)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception as exc:
+            fail_after_error(pk, Status.RETURNED, reason="scoring_error", what="scoring", exc=exc, actor=actor)
+            continue
+        if claim is not None:
+            claims.append(claim)
+    return claims
+
+
+def fail_after_error(
+    submission_id: int,
+    from_status: str,
+    *,
+    reason: str,
+    what: str,
+    exc: BaseException,
+    actor: str,
+    where: dict[str, Any] | None = None,
+) -> bool:
+    """``what`` raised ``exc`` for this one submission: fail it alone (the reason in its timeline, the notice
+    to the LMS, an ERROR log line). Should even that raise, it is logged and left as it is for the sweep, and
+    the caller still goes on with the others."""
+    why = printable(f"{what} raised {type(exc).__name__}: {exc}")
+    logger.error(
+        "submission %s: %s; the submission fails alone",
+        submission_id,
+        why,
+        exc_info=exc,
+        extra={"submission_id": submission_id},
+    )
+    try:
+        return fail(submission_id, from_status, reason=reason, why=why, actor=actor, where=where, clear_lease=False)
+    except TRANSIENT_DB_ERRORS:
+        raise
+    except Exception:
+        logger.error(
+            "submission %s: could not record its failure either; left for the sweep", submission_id, exc_info=True
+        )
+        return False
 
 
 def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[int, list[DeliveryClaim]]:
@@ -788,11 +880,18 @@ def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[
         return _pg_score(_PG_SCORE_BATCH_SELECT, {"limit": limit}, actor)
     waiting = Submission.objects.filter(status=Status.RETURNED).order_by("updated_at")
     ids = list(waiting.values_list("pk", flat=True)[:limit])
-    claims = [claim for claim in (score_and_claim(pk, actor=actor) for pk in ids) if claim is not None]
-    return len(ids), claims
+    return len(ids), _score_each(ids, actor)
 
 
 def _fail_reply(submission_id: int, problem: str, actor: str, now: datetime) -> bool:
+    if problem == NESTED_TOO_DEEPLY or problem.startswith(NOT_CHECKED):
+        # Not a grader's ordinary mistake: a reply built to break parsers, or a defect of ours.
+        logger.error(
+            "submission %s: grader reply: %s; the submission fails alone",
+            submission_id,
+            problem,
+            extra={"submission_id": submission_id},
+        )
     # The lease key stays: a grader re-sending the same reply is then recognised as a duplicate.
     return fail(
         submission_id,
@@ -908,6 +1007,9 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class DeliveryClaim:
     submission_id: int
@@ -918,11 +1020,52 @@ class DeliveryClaim:
     lms_body: str
     started_at: datetime
     queue: str = ""
+    # When this grade (or notice) was decided: with the submission, what the Idempotency-Key is made of.
+    graded_at: datetime | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The ``Idempotency-Key`` of every POST of this grade: the same on each retry and redelivery of it,
+        different for another submission, and for a new grade of the same one (after a requeue, or the notice
+        that replaces a grade that could not be posted). Opaque: an HMAC of the submission and the moment its
+        grade was decided, under the secret key, so two installations never share one."""
+        from django.utils.crypto import salted_hmac
+
+        moment = (self.graded_at - _EPOCH) // timedelta(microseconds=1) if self.graded_at else "-"
+        digest = salted_hmac("gradequeue.delivery.idempotency-key", f"{self.submission_id}:{moment}").hexdigest()
+        return f"gradequeue-{self.submission_id}-{digest[:32]}"
 
 
 def delivery_guard() -> timedelta:
-    """How long a delivery claim holds a grade: past the request timeout, so no one else posts it meanwhile."""
+    """How long a delivery claim holds a grade: past the request timeout, so no one else posts it meanwhile.
+
+    A claim taken for a batch of POSTs (a scoring run's) could outlast this while its POSTs wait their turn
+    or a slow LMS answers: its holder renews it for the POSTs still outstanding (``extend_claims``, the
+    heartbeat of ``grading.delivery.send_many``) at least every half timeout, so it lapses only when its
+    holder has stopped (a worker killed), a guard's length after the last renewal.
+    """
     return timedelta(seconds=float(setting("DELIVERY_TIMEOUT")) * 2 + 1)
+
+
+def extend_claims(claims: Iterable[DeliveryClaim], *, now: datetime | None = None) -> int:
+    """The heartbeat: push the guard of claims whose POSTs are still outstanding a full guard past now.
+
+    Only the claims themselves are touched (the same submission and attempt, still graded or failed), so a
+    claim that was already recorded, or taken over, stays as it is. Returns how many were renewed. Not a
+    status change: no event row.
+    """
+    by_attempt: dict[int, list[int]] = {}
+    for claim in claims:
+        by_attempt.setdefault(claim.attempt, []).append(claim.submission_id)
+    if not by_attempt:
+        return 0
+    now = now or timezone.now()
+    match = Q()
+    for attempt, ids in by_attempt.items():
+        match |= Q(pk__in=ids, delivery_attempts=attempt)
+    return Submission.objects.filter(match, status__in=(Status.GRADED, Status.FAILED)).update(
+        next_delivery_at=now + delivery_guard()
+    )
 
 
 def claim_delivery(submission_id: int, *, now: datetime | None = None) -> DeliveryClaim | None:
@@ -944,19 +1087,20 @@ def claim_delivery(submission_id: int, *, now: datetime | None = None) -> Delive
             "lms_body",
             "delivery_started_at",
             "queue__name",
+            "graded_at",
         )
         .first()
     )
     if row is None:
         return None
-    status, attempts, url, header, body, started, queue_name = row
+    status, attempts, url, header, body, started, queue_name, graded_at = row
     guard = now + delivery_guard()
     won = Submission.objects.filter(
         pk=submission_id, status=status, delivery_attempts=attempts, next_delivery_at__lte=now
     ).update(delivery_attempts=attempts + 1, next_delivery_at=guard, delivery_started_at=started or now)
     if won != 1:
         return None
-    return DeliveryClaim(submission_id, status, attempts + 1, url, header, body, started or now, queue_name)
+    return DeliveryClaim(submission_id, status, attempts + 1, url, header, body, started or now, queue_name, graded_at)
 
 
 class DeliveryOutcome(enum.Enum):
@@ -970,11 +1114,48 @@ def is_transient(http_status: int | None) -> bool:
     return http_status is None or http_status >= 500 or http_status in (408, 429)
 
 
+def printable(text: str, limit: int = 500) -> str:
+    """``text`` as every database stores it, for a reason or an event: NUL and lone surrogates (which an
+    exception's message may carry from hostile input) escaped, at most ``limit`` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text[:limit]
+
+
 def _attempt_details(claim: DeliveryClaim, http_status: int | None, error: str, duration_ms: int) -> dict[str, Any]:
     details: dict[str, Any] = {"attempt": claim.attempt, "http_status": http_status, "duration_ms": duration_ms}
     if error:
-        details["error"] = error[:500]
+        details["error"] = printable(error)
     return details
+
+
+def _record_late_answer(claim: DeliveryClaim, details: dict[str, Any], now: datetime) -> None:
+    """The LMS answered a POST whose claim had already moved on (taken over after it lapsed, or the
+    submission superseded or cancelled meanwhile): nothing changes, but the timeline keeps the answer, so
+    that it shows every POST the LMS answered."""
+    if details.get("http_status") is None:
+        return
+    row = Submission.objects.filter(pk=claim.submission_id).values_list("status", "delivery_attempts").first()
+    if row is None:
+        return
+    status, attempts = row
+    why = f"the submission was {status}, at delivery attempt {attempts}, when the LMS answered"
+    SubmissionEvent.objects.create(
+        submission_id=claim.submission_id,
+        from_status=status,
+        to_status=status,
+        reason="late_answer",
+        actor="system:delivery",
+        created_at=now,
+        details={**details, "why": why},
+    )
+    logger.warning(
+        "submission %s: the LMS answered HTTP %s to delivery attempt %s after %s",
+        claim.submission_id,
+        details["http_status"],
+        claim.attempt,
+        why.removeprefix("the submission was "),
+        extra={"submission_id": claim.submission_id, "queue": claim.queue, "attempt": claim.attempt},
+    )
 
 
 def record_delivery(
@@ -1011,11 +1192,13 @@ def record_delivery(
                 next_delivery_at=now + timedelta(seconds=delay),
             ):
                 enqueue_after_commit("grading.deliver_result", claim.submission_id, countdown=delay)
+            else:
+                _record_late_answer(claim, details, now)
             return DeliveryOutcome.RETRY, delay
         details["why"] = "delivery horizon exhausted"
     else:
         details["why"] = f"the LMS answered HTTP {http_status}"
-    transition(
+    if not transition(
         claim.submission_id,
         claim.status,
         Status.DEAD_LETTER,
@@ -1026,30 +1209,83 @@ def record_delivery(
         where=where,
         queue_name=queue_name,
         next_delivery_at=None,
-    )
+    ):
+        _record_late_answer(claim, details, now)
     return DeliveryOutcome.DEAD, None
+
+
+def fail_delivery(claim: DeliveryClaim, exc: BaseException, *, now: datetime | None = None) -> DeliveryOutcome:
+    """Posting ``claim``'s grade raised something that is no HTTP answer and no network error (the POST could
+    not even be made of it): that submission fails alone and the run goes on.
+
+    A grade becomes ``failed`` and the LMS is sent the "could not be graded" notice instead (its own delivery
+    attempts follow); a notice that cannot be posted either goes to ``dead_letter`` for an operator. The
+    reason is in the timeline and in an ERROR log line. (Should the grade have reached the LMS after all, the
+    Open edX LMS ignores the notice: its ``lms_key`` is no longer pending.)
+    """
+    now = now or timezone.now()
+    why = printable(f"posting it raised {type(exc).__name__}: {exc}")
+    logger.error(
+        "submission %s: delivery attempt %s %s; the submission fails alone",
+        claim.submission_id,
+        claim.attempt,
+        why,
+        exc_info=exc,
+        extra={"submission_id": claim.submission_id, "queue": claim.queue, "attempt": claim.attempt},
+    )
+    where = {"delivery_attempts": claim.attempt}
+    details = {"attempt": claim.attempt, "error": why}
+    if claim.status == Status.GRADED and fail(
+        claim.submission_id,
+        Status.GRADED,
+        reason="delivery_error",
+        why=f"delivery: {why}",
+        actor="system:delivery",
+        details=details,
+        where=where,
+        now=now,
+        clear_lease=False,
+    ):
+        return DeliveryOutcome.RETRY
+    transition(
+        claim.submission_id,
+        claim.status,
+        Status.DEAD_LETTER,
+        reason="delivery_error",
+        actor="system:delivery",
+        now=now,
+        details={**details, "why": "the notice could not be posted"},
+        where=where,
+        queue_name=claim.queue or None,
+        next_delivery_at=None,
+    )
+    return DeliveryOutcome.DEAD
 
 
 def record_deliveries(
     attempts: list[tuple[DeliveryClaim, int | None, str, int]], *, now: datetime | None = None
-) -> list[DeliveryOutcome]:
-    """``record_delivery`` for many attempts (claim, http_status, error, duration_ms) at once.
+) -> list[tuple[DeliveryOutcome, float | None]]:
+    """``record_delivery`` for many attempts (claim, http_status, error, duration_ms) at once, all or none.
 
     The common case, delivered, is one statement for all of them on PostgreSQL; the rest go one by one.
     """
     now = now or timezone.now()
-    outcomes: list[DeliveryOutcome] = []
+    outcomes: list[tuple[DeliveryOutcome, float | None]] = []
     delivered: list[tuple[DeliveryClaim, dict[str, Any]]] = []
-    for claim, http_status, error, duration_ms in attempts:
-        if http_status == 200:
-            delivered.append((claim, _attempt_details(claim, http_status, error, duration_ms)))
-            outcomes.append(DeliveryOutcome.DELIVERED)
-        else:
-            outcomes.append(
-                record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms, now=now)[0]
-            )
-    if delivered:
-        _mark_delivered(delivered, now)
+    # All delivered is one statement (or, elsewhere, one transaction per row, as in record_delivery); with a
+    # retry or a dead letter among them, one transaction, so that a caller may record them again one by one.
+    together = transaction.atomic() if any(a[1] != 200 for a in attempts) else contextlib.nullcontext()
+    with together:
+        for claim, http_status, error, duration_ms in attempts:
+            if http_status == 200:
+                delivered.append((claim, _attempt_details(claim, http_status, error, duration_ms)))
+                outcomes.append((DeliveryOutcome.DELIVERED, None))
+            else:
+                outcomes.append(
+                    record_delivery(claim, http_status=http_status, error=error, duration_ms=duration_ms, now=now)
+                )
+        if delivered:
+            _mark_delivered(delivered, now)
     return outcomes
 
 
@@ -1078,7 +1314,7 @@ def _mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: 
         check_edge(claim.status, Status.DELIVERED)
     if connection.vendor != "postgresql":
         for claim, details in delivered:
-            transition(
+            if not transition(
                 claim.submission_id,
                 claim.status,
                 Status.DELIVERED,
@@ -1090,7 +1326,8 @@ def _mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: 
                 queue_name=claim.queue or None,
                 delivered_at=now,
                 next_delivery_at=None,
-            )
+            ):
+                _record_late_answer(claim, details, now)
         return
     params: dict[str, Any] = {
         "ids": [c.submission_id for c, _ in delivered],
@@ -1102,11 +1339,13 @@ def _mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: 
     with connection.cursor() as cursor:
         cursor.execute(_PG_DELIVERED_SQL, params)
         done = {row[0] for row in cursor.fetchall()}
-    for claim, _details in delivered:
+    for claim, details in delivered:
         if claim.submission_id in done:
             log_transition(
                 claim.submission_id, claim.status, Status.DELIVERED, "delivered", "system:delivery", claim.queue or None
             )
+        else:
+            _record_late_answer(claim, details, now)
 
 
 def redeliver(submission_id: int, *, actor: str) -> bool:

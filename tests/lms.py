@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
@@ -27,6 +28,11 @@ class Callback:
     received_at: float
     authorization: str = ""
     proxy_authorization: str = ""
+    idempotency_key: str = ""
+
+    @property
+    def lms_key(self) -> str:
+        return str(json.loads(self.header)["lms_key"])
 
 
 @dataclass
@@ -60,6 +66,7 @@ class FakeLMS:
                         time.monotonic(),
                         self.headers.get("Authorization", ""),
                         self.headers.get("Proxy-Authorization", ""),
+                        self.headers.get("Idempotency-Key", ""),
                     )
                     lms.callbacks.append(cb)
                 if lms.on_request:
@@ -100,3 +107,10 @@ class FakeLMS:
     def delivered(self) -> list[Callback]:
         with self._lock:
             return [cb for cb in self.callbacks if cb.status == 200]
+
+    def deliveries_per_key(self) -> dict[str, int]:
+        """How many times each ``lms_key`` was answered 200 (a grade the LMS took)."""
+        counts: dict[str, int] = {}
+        for cb in self.delivered():
+            counts[cb.lms_key] = counts.get(cb.lms_key, 0) + 1
+        return counts

@@ -29,3 +29,19 @@ def grade(content: dict[str, str]) -> dict[str, Any]:
 def trivial(content: dict[str, str]) -> dict[str, Any]:
     """As cheap as grading gets: for measuring the pipeline, not the grader."""
     return {"correct": True, "score": 1.0, "msg": "<p>ok</p>"}
+
+
+# A reply that makes every JSON parser recurse 100 000 levels deep (100 KB, under the body limit).
+POISON_REPLY = "[" * 100_000
+# A grade whose POST to the LMS raises (tests.e2e.test_poison makes the HTTP client raise on it).
+RAISE_ON_POST_MSG = "<p>raise-on-post</p>"
+
+
+def hostile(content: dict[str, str]) -> Any:
+    """``grade``, except that the answer "poison" gets POISON_REPLY and "raise" a grade with RAISE_ON_POST_MSG."""
+    response = json.loads(content["xqueue_body"])["student_response"]
+    if response == "poison":
+        return POISON_REPLY
+    if response == "raise":
+        return {"correct": True, "score": 1.0, "msg": RAISE_ON_POST_MSG}
+    return grade(content)

@@ -258,3 +258,94 @@ def test_backoff_grows_exponentially_within_jitter_and_is_capped(settings: Any) 
 )
 def test_transient_delivery_failures(status: int | None, transient: bool) -> None:
     assert lifecycle.is_transient(status) is transient
+
+
+# --- One submission never stops the others --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        ("[" * 100_000, "the reply is nested too deeply"),
+        ('{"a": ' * 100_000, "the reply is nested too deeply"),
+        ('{"correct": true, "score": 1' + "0" * 5000 + ', "msg": ""}', "the reply is not JSON"),
+        ('{"correct": true, "score": 1, "msg": "a\x00b"}', "the reply is not JSON"),
+        ('{"correct": true, "score": 1e999, "msg": ""}', "'score' is not a finite number"),
+        ('{"correct": true, "score": NaN, "msg": ""}', "'score' is not a finite number"),
+        (None, "the reply is not JSON"),
+    ],
+    ids=["array-100000-deep", "object-100000-deep", "5000-digit-score", "raw-nul", "1e999", "nan", "none"],
+)
+def test_validate_grade_names_the_problem_of_a_hostile_reply_and_never_raises(reply: Any, problem: str) -> None:
+    assert lifecycle.validate_grade(reply) == problem
+
+
+def test_validate_grade_turns_anything_that_raises_into_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(reply: str) -> str | None:
+        raise KeyError("a defect")
+
+    monkeypatch.setattr(lifecycle, "_check_grade", broken)
+    assert lifecycle.validate_grade(grade()) == "the reply could not be checked (KeyError)"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_whose_scoring_raises_fails_alone_and_the_batch_is_scored(
+    monkeypatch: pytest.MonkeyPatch, caplog: Any, queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    monkeypatch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
+    ids = []
+    for i in range(5):
+        submission = submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/{i}", lms_key=f"k{i}")
+        lease = lifecycle.lease_next(queue, grader_user)
+        reply = grade(msg="<p>breaks scoring</p>") if i == 1 else grade(msg=f"<p>{i}</p>")
+        assert lifecycle.accept_result(submission.pk, lease.key, reply, grader_user, [queue.pk]) is (
+            ResultOutcome.ACCEPTED
+        )
+        ids.append(submission.pk)
+    real = lifecycle.validate_grade
+
+    def defect(reply: str) -> str | None:
+        # A defect of the scoring code for this one reply (on PostgreSQL it rolls the whole batch back).
+        if "breaks scoring" in reply:
+            raise RuntimeError("scoring defect\x00")
+        return real(reply)
+
+    monkeypatch.setattr(lifecycle, "validate_grade", defect)
+    taken, claims = lifecycle.score_returned_batch(10)
+    assert taken == 5
+    assert sorted(c.submission_id for c in claims) == [ids[0], *ids[2:]]
+    broken = Submission.objects.get(pk=ids[1])
+    assert broken.status == Status.FAILED
+    assert broken.failure_reason == "scoring raised RuntimeError: scoring defect\\x00"
+    assert broken.lms_body == lifecycle.not_graded_notice()
+    assert broken.events.filter(to_status=Status.FAILED, reason="scoring_error").count() == 1
+    assert Submission.objects.filter(pk__in=ids, status=Status.GRADED).count() == 4
+    assert any(
+        r.levelname == "ERROR" and f"submission {ids[1]}: scoring raised RuntimeError" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+@pytest.mark.django_db
+def test_extend_claims_renews_only_the_claims_given(queue: Any, lms_user: Any, grader_user: Any) -> None:
+    claims = []
+    for i in range(3):
+        submission = submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/{i}", lms_key=f"k{i}")
+        lease = lifecycle.lease_next(queue, grader_user)
+        lifecycle.accept_result(submission.pk, lease.key, grade(), grader_user, [queue.pk])
+        claims.append(lifecycle.score_and_claim(submission.pk))
+    later = timezone.now() + timedelta(minutes=5)
+    # The third claim has moved on (a later attempt holds the grade): renewing the old one leaves it be.
+    Submission.objects.filter(pk=claims[2].submission_id).update(delivery_attempts=2)
+    before = dict(Submission.objects.values_list("pk", "next_delivery_at"))
+    assert lifecycle.extend_claims([claims[0], claims[2]], now=later) == 1
+    after = dict(Submission.objects.values_list("pk", "next_delivery_at"))
+    assert after[claims[0].submission_id] == later + lifecycle.delivery_guard()
+    assert after[claims[1].submission_id] == before[claims[1].submission_id]
+    assert after[claims[2].submission_id] == before[claims[2].submission_id]
+    assert lifecycle.extend_claims([]) == 0
+
+
+def test_printable_escapes_what_databases_refuse() -> None:
+    assert lifecycle.printable("a\x00b\ud800c") == "a\\x00b\\ud800c"
+    assert lifecycle.printable("x" * 600) == "x" * 500
