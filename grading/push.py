@@ -147,6 +147,35 @@ def dispatch(queue_id: int) -> int:
     return sent
 
 
+def _take_reply(
+    submission_id: int, key: str, reply: object, queue_id: int, actor: str
+) -> lifecycle.ResultOutcome | None:
+    """``lifecycle.accept_result`` for a push grader's reply, which may be anything at all.
+
+    A reply the database cannot store (a NUL for PostgreSQL, a value that is no text from a foreign message)
+    or that makes taking it raise otherwise fails the submission at once, while the lease is still its own:
+    the reason in the timeline, an ERROR log line, the notice to the LMS; the grader is not asked again for
+    what it would only send again (None then). Database outages are raised, for the task's retries.
+    """
+    try:
+        if not isinstance(reply, str):
+            raise TypeError(f"the reply is {type(reply).__name__}, not text")
+        return lifecycle.accept_result(submission_id, key, reply, None, [queue_id], actor=actor)
+    except lifecycle.TRANSIENT_DB_ERRORS:
+        raise
+    except Exception as exc:
+        lifecycle.fail_after_error(
+            submission_id,
+            Status.PULLED,
+            reason="invalid_reply",
+            what="taking the grader's reply",
+            exc=exc,
+            actor=actor,
+            where={"lease_key": key},
+        )
+        return None
+
+
 def _wake_if_capped(queue_id: int, max_in_flight: int | None) -> None:
     # Without a cap every waiting submission was already dispatched; with one, a slot has just freed up.
     if max_in_flight is not None:
@@ -168,7 +197,10 @@ def record_result(submission_id: int, key: str, reply: str, grader: str = "") ->
         return lifecycle.ResultOutcome.NO_SUCH_SUBMISSION
     queue_id, cap = row
     actor = f"grader:celery:{grader}"[:160] if grader else "grader:celery"
-    outcome = lifecycle.accept_result(submission_id, key, reply, None, [queue_id], actor=actor)
+    outcome = _take_reply(submission_id, key, reply, queue_id, actor)
+    if outcome is None:
+        _wake_if_capped(queue_id, cap)
+        return lifecycle.ResultOutcome.WRONG_KEY
     if outcome is lifecycle.ResultOutcome.ACCEPTED:
         _wake_if_capped(queue_id, cap)
     elif outcome is lifecycle.ResultOutcome.WRONG_KEY:
@@ -252,7 +284,10 @@ def push_http(submission_id: int, key: str, attempt: int) -> tuple[PushOutcome, 
     )
 
     if http_status == 200:
-        outcome = lifecycle.accept_result(submission_id, key, text, None, [queue_id], actor="grader:http")
+        outcome = _take_reply(submission_id, key, text, queue_id, "grader:http")
+        if outcome is None:
+            _wake_if_capped(queue_id, cap)
+            return PushOutcome.FAILED, None
         if outcome is not lifecycle.ResultOutcome.ACCEPTED:
             return PushOutcome.STALE, None  # the lease ended while the grader was working
         _wake_if_capped(queue_id, cap)

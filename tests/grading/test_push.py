@@ -188,3 +188,50 @@ def test_dispatched_file_links_are_absolute_and_downloadable_from_the_public_add
         assert b"".join(response.streaming_content) == b"print(42)\n"
     finally:
         default_storage.delete(path)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [{"correct": True, "score": 1, "msg": ""}, 42, None],
+    ids=["an-object", "a-number", "null"],
+)
+def test_a_celery_reply_that_is_no_text_fails_the_submission_at_once_with_the_notice(
+    monkeypatch: pytest.MonkeyPatch, celery_queue: Queue, lms_user: Any, reply: Any
+) -> None:
+    from celery_app import app
+
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)  # no worker acts behind the test's back
+    sub = submit(celery_queue, lms_user, body=lms_body(response="42"))
+    push.dispatch(celery_queue.pk)
+    sub.refresh_from_db()
+    assert push.record_result(sub.pk, sub.lease_key, reply, "foreign") is lifecycle.ResultOutcome.WRONG_KEY
+    sub.refresh_from_db()
+    assert sub.status == Status.FAILED
+    assert sub.failure_reason == (
+        f"taking the grader's reply raised TypeError: the reply is {type(reply).__name__}, not text"
+    )
+    assert sub.lms_body == lifecycle.not_graded_notice()
+    assert list(sub.events.values_list("reason", "actor"))[-1] == ("invalid_reply", "grader:celery:foreign")
+
+
+def test_a_celery_reply_with_a_nul_ends_failed_with_the_notice_on_every_database(
+    monkeypatch: pytest.MonkeyPatch, celery_queue: Queue, lms_user: Any
+) -> None:
+    from celery_app import app
+
+    monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
+    sub = submit(celery_queue, lms_user, body=lms_body(response="42"))
+    push.dispatch(celery_queue.pk)
+    sub.refresh_from_db()
+    reply = '{"correct": true, "score": 1, "msg": "a\x00b"}'
+    # PostgreSQL cannot store the NUL: the submission fails as the reply is taken. SQLite stores it, and
+    # scoring finds that it is no JSON. Either way it fails alone, with the notice, and nothing raises.
+    push.record_result(sub.pk, sub.lease_key, reply, "g")
+    lifecycle.score_returned_batch(10)
+    sub.refresh_from_db()
+    assert sub.status == Status.FAILED
+    assert sub.lms_body == lifecycle.not_graded_notice()
+    assert sub.failure_reason in (
+        "grader reply: the reply is not JSON",
+        "taking the grader's reply raised DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes",
+    )
