@@ -35,8 +35,9 @@ SUBMIT_TO_GRADED_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 360
 GRADED_TO_DELIVERED_BUCKETS = (0.1, 0.5, 1, 2, 5, 15, 60, 300, 1800, 3600, 6 * 3600)
 
 # Event reasons that stand for one delivery attempt each, and those of them that failed.
-DELIVERY_ATTEMPT_REASONS = ("delivered", "delivery_retry", "delivery_failed")
-DELIVERY_FAILURE_REASONS = ("delivery_retry", "delivery_failed")
+# (delivery_error: the POST raised before any HTTP answer, and the grade was replaced by the notice.)
+DELIVERY_ATTEMPT_REASONS = ("delivered", "delivery_retry", "delivery_failed", "delivery_error")
+DELIVERY_FAILURE_REASONS = ("delivery_retry", "delivery_failed", "delivery_error")
 COUNTED_REASONS = (*DELIVERY_ATTEMPT_REASONS, "lease_expired")
 
 
