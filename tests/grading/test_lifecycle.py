@@ -36,6 +36,7 @@ EXPECTED_EDGES: frozenset[tuple[str, str]] = frozenset(
         ("returned", "superseded"),
         ("returned", "cancelled"),
         ("graded", "graded"),
+        ("graded", "failed"),  # posting the grade raised: the LMS is sent the notice instead
         ("graded", "delivered"),
         ("graded", "dead_letter"),
         ("graded", "superseded"),
