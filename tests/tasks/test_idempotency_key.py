@@ -24,7 +24,7 @@ KEY = re.compile(r'^"gradequeue-(\d+)-[0-9a-f]{32}"$')
 def test_retries_and_a_redelivery_of_one_grade_carry_one_key_and_a_new_grade_another(
     settings: Any, celery_worker_app: Any, fake_lms: FakeLMS, queue: Any, lms_user: Any, grader_user: Any
 ) -> None:
-    fast_pipeline(settings, DELIVERY_HORIZON=0.6)
+    fast_pipeline(settings)
     # 500, 503, then 404 (dead letter); redelivered: 200. Four POSTs of one grade.
     fake_lms.script = [500, 503, 404]
     first = graded_submission(queue, lms_user, grader_user, fake_lms.callback_url(1))
