@@ -681,19 +681,22 @@ def kill_window(run: Run) -> float:
 
 
 def worker_kill(run: Run) -> None:
-    # Each worker is killed 5 s after it is ready and restarted at once, as a supervisor would. (Killing on a
-    # fixed 5 s clock would only measure a worker that is never up: it takes about as long to start here.)
+    # Each worker is killed at a random moment within 5 s of being ready, and restarted at once, as a
+    # supervisor would. A fixed 5 s clock would measure a worker that is never up (it takes longer than that
+    # to start on this machine), and a kill 5 s after each start would always find it idle again after the
+    # catch-up that follows a restart, which is when it has most grades in flight.
+    rng = random.Random(16)
     start, kills, boot = time.monotonic(), 0, []
     while time.monotonic() - start < kill_window(run):
         started = time.monotonic()
         run.gq.wait_worker(60)
         if kills:
             boot.append(time.monotonic() - started)
-        time.sleep(5.0)
+        time.sleep(rng.uniform(0.0, 5.0))
         run.gq.restart("worker")
         kills += 1
     starts = f"{min(boot, default=0):.1f}-{max(boot, default=0):.1f} s"
-    run.notes.append(f"{kills} worker SIGKILLs, each 5 s after the worker was ready (restarts took {starts})")
+    run.notes.append(f"{kills} worker SIGKILLs, each 0-5 s after the worker was ready (restarts took {starts})")
 
 
 def pool_kill(run: Run) -> None:
@@ -785,7 +788,7 @@ def redis_down(run: Run) -> None:
 
 SCENARIOS = [
     # Each scenario's traffic lasts until a few seconds after its fault has ended (span).
-    Scenario("worker-kill", "worker SIGKILL 5 s after each start", worker_kill, span=30.0, fault_at=0.0),
+    Scenario("worker-kill", "worker SIGKILL 0-5 s after each start", worker_kill, span=30.0, fault_at=0.0),
     Scenario("pool-kill", "pool process SIGKILL every 5 s", pool_kill, span=30.0, fault_at=3.0),
     Scenario("broker-stop", "broker stopped 40 s", broker_stop, span=50.0),
     Scenario("pg-restart", "PostgreSQL restarted", pg_restart, span=20.0, fault_at=8.0),
@@ -851,6 +854,16 @@ def run_scenario(
     env = gq_env(services, db, web_port, scenario, checkout)
     gq = Gradequeue(checkout, env, services.tmp, scenario.name, scenario.concurrency)
     log(f"{scenario.name}: starting web, worker and beat")
+    try:
+        return _run(scenario, services, gq, lms, db, lms_port, web_port)
+    finally:
+        gq.stop()
+        lms.stop()
+
+
+def _run(
+    scenario: Scenario, services: Services, gq: Gradequeue, lms: LMS, db: str, lms_port: int, web_port: int
+) -> dict[str, Any]:
     gq.start()
     traffic = Traffic(f"http://{HOST}:{web_port}", lms_port, scenario.count, scenario.rate, scenario.count * 60)
     traffic.log_in()
@@ -888,7 +901,6 @@ def run_scenario(
     for thread in threads:
         thread.join(timeout=10)
     gq.stop()
-    lms.stop()
     try:
         statuses = dict(
             line.split("|")
@@ -1008,6 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     out_path = results / f"faults-{datetime.now(UTC):%Y%m%d-%H%M%S}-{args.label}.jsonl"
+    # SIGTERM unwinds like Ctrl-C, so that every process this script started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     tmp = Path(tempfile.mkdtemp(prefix="gq-faults-"))
     os.chmod(tmp, 0o755)
     services = Services(tmp)
