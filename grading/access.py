@@ -88,8 +88,11 @@ def _queue_changed(sender: Any, instance: Queue, **kwargs: Any) -> None:
     forget(*set(QueueGrant.objects.filter(queue_id=instance.pk).values_list("user_id", flat=True)))
 
 
-def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    forget(instance.pk)
+def _user_changed(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    from grading.auth_backends import only_last_login
+
+    if not only_last_login(update_fields):
+        forget(instance.pk)
 
 
 def connect_signals() -> None:

@@ -144,7 +144,15 @@ def _user_key(user_id: Any) -> str:
     return f"gradequeue:user:{user_id}"
 
 
-def _forget_user(sender: Any, instance: Any, **kwargs: Any) -> None:
+def only_last_login(update_fields: Any) -> bool:
+    """Whether a save wrote nothing but ``last_login`` (what every login does): no cached copy needs forgetting
+    for that, and forgetting it would send every thread of a watcher that just logged in back to the database."""
+    return update_fields is not None and set(update_fields) == {"last_login"}
+
+
+def _forget_user(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    if only_last_login(update_fields):
+        return
     localcache.forget(_user_key(instance.pk))
     cache.delete(_user_key(instance.pk))
 

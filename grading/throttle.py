@@ -12,7 +12,7 @@ Each counter lives for ``LOGIN_THROTTLE_SECONDS`` from its first failure, then s
 nothing is ever locked for good. A successful login clears its (account, address) counter, not its address's.
 
 **Atomic.** A password check first *reserves* a slot on both counters (one ``INSERT ... ON CONFLICT DO UPDATE
-... RETURNING`` statement each, atomic on PostgreSQL and SQLite) and is refused unchecked when either is full;
+... RETURNING`` statement for both, atomic on PostgreSQL and SQLite) and is refused unchecked when either is full;
 a failed check keeps its slot as the failure, a successful one gives it back. So N parallel guesses against a
 limit of L get at most L password checks, however they interleave. (django-axes checks the lock before the
 password and counts the failure after it: 32 parallel wrong guesses against its limit of 10 got 32 password
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 
 from grading.conf import setting
 from grading.models import LoginFailureCounter
@@ -91,23 +91,25 @@ def retry_after(username: str, address: str) -> int:
     return max(waits, default=0)
 
 
-def _take(key: str, now: float, window: int) -> tuple[int, float]:
-    """Add one to ``key``'s counter (starting a new window if its last one ended); the new count and window end."""
+def _take(keys: list[str], now: float, window: int) -> dict[str, tuple[int, float]]:
+    """Add one to each counter of ``keys`` (starting a new window where the last one ended), in one statement;
+    {key: (new count, window end)}."""
+    rows = ", ".join(["(%s, 1, %s)"] * len(keys))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {TABLE} (key, count, window_ends) VALUES (%s, 1, %s) "  # noqa: S608 (a constant name)
+            f"INSERT INTO {TABLE} (key, count, window_ends) VALUES {rows} "  # noqa: S608 (constant names)
             "ON CONFLICT (key) DO UPDATE SET "
             f"count = CASE WHEN {TABLE}.window_ends <= %s THEN 1 ELSE {TABLE}.count + 1 END, "
             f"window_ends = CASE WHEN {TABLE}.window_ends <= %s THEN excluded.window_ends "
             f"ELSE {TABLE}.window_ends END "
-            "RETURNING count, window_ends",
-            [key, now + window, now, now],
+            "RETURNING key, count, window_ends",
+            [value for key in keys for value in (key, now + window)] + [now, now],
         )
-        count, window_ends = cursor.fetchone()
-    if window_ends == now + window:
+        taken = {key: (int(count), float(window_ends)) for key, count, window_ends in cursor.fetchall()}
+    if any(window_ends == now + window for _, window_ends in taken.values()):
         # A new window: a good moment to forget the counters whose window has ended.
         LoginFailureCounter.objects.filter(window_ends__lte=now).delete()
-    return int(count), float(window_ends)
+    return taken
 
 
 def _give_back(*keys: str) -> None:
@@ -122,9 +124,11 @@ class Reservation:
     address_key: str
 
     def succeeded(self) -> None:
-        """The password was right: its slot was no failure, and the account's failures from here are forgiven."""
-        LoginFailureCounter.objects.filter(key=self.pair_key).delete()
-        _give_back(self.address_key)
+        """The password was right: its slot was no failure, and the account's failures from here are forgiven
+        (the pair's counter drops to 0 within its window, so the next login starts no new window)."""
+        LoginFailureCounter.objects.filter(key__in=[self.pair_key, self.address_key], count__gt=0).update(
+            count=Case(When(key=self.pair_key, then=Value(0)), default=F("count") - 1)
+        )
 
     def failed(self) -> None:
         """The password was wrong: the slot stays, as the failure."""
@@ -138,15 +142,13 @@ def reserve(username: str, address: str) -> Reservation | int:
     """A slot for one password check of ``username`` from ``address``, or the seconds to wait if either counter
     is full (then nothing is counted)."""
     now = time.time()
-    window = int(setting("LOGIN_THROTTLE_SECONDS"))
-    taken: list[str] = []
-    for key, limit in _limits(username, address):
-        count, window_ends = _take(key, now, window)
-        taken.append(key)
-        if count > limit:
-            _give_back(*taken)
-            return _wait(window_ends, now)
-    return Reservation(pair_key=taken[0], address_key=taken[1])
+    limits = _limits(username, address)
+    taken = _take([key for key, _ in limits], now, int(setting("LOGIN_THROTTLE_SECONDS")))
+    waits = [_wait(taken[key][1], now) for key, limit in limits if taken[key][0] > limit]
+    if waits:
+        _give_back(*taken)
+        return max(waits)
+    return Reservation(pair_key=limits[0][0], address_key=limits[1][0])
 
 
 def message(seconds: int) -> str:

@@ -52,3 +52,27 @@ def test_remembered_login_costs_one_query(grader_user: Any) -> None:
     with CaptureQueriesContext(connection) as queries:
         authenticate(username="grader", password=GRADER_PASSWORD)
     assert len(queries) == 1
+
+
+def test_a_login_leaves_the_accounts_cached_copy_and_grants_in_place(grader_user: Any, settings: Any) -> None:
+    import json
+
+    from django.test import Client
+
+    from grading import access, localcache
+    from grading.auth_backends import CachedCredentialsBackend
+    from tests.conftest import GRADER_PASSWORD
+
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "ACCESS_CACHE_SECONDS": 60.0, "LOCAL_CACHE_SECONDS": 60.0}
+    assert access.queue_names(grader_user, "grader") == ["test-123"]
+    CachedCredentialsBackend().get_user(grader_user.pk)
+    grants_key, user_key = access._key(grader_user.pk, ("grader",)), f"gradequeue:user:{grader_user.pk}"
+    assert localcache.get(grants_key) is not None and localcache.get(user_key) is not None
+    # Every login writes last_login; that alone must not send the account's other threads back to the database.
+    reply = Client().post("/xqueue/login/", {"username": "grader", "password": GRADER_PASSWORD})
+    assert json.loads(reply.content) == {"return_code": 0, "content": "Logged in"}
+    assert localcache.get(grants_key) is not None and localcache.get(user_key) is not None
+    # Any other change of the account still forgets both.
+    grader_user.first_name = "Changed"
+    grader_user.save()
+    assert localcache.get(grants_key) is None and localcache.get(user_key) is None
