@@ -167,9 +167,7 @@ else:
 # With a shared cache (Redis), sessions are read from it (and for a moment from the process itself,
 # grading.sessions) and written to both: a grader's poll then costs no session query. Without one, the
 # database alone (a per-process cache would not see other processes' logins).
-SESSION_ENGINE = (
-    "grading.sessions" if CACHE_URL.startswith(("redis://", "rediss://")) else "django.contrib.sessions.backends.db"
-)
+SESSION_ENGINE = "grading.sessions" if CACHE_URL.startswith(("redis://", "rediss://")) else "grading.dbsessions"
 # API clients log in again whenever they are redirected to the login page, so sessions can be short.
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 24 * 3600, minimum=60)
 SESSION_COOKIE_HTTPONLY = True

@@ -80,9 +80,6 @@ class Outcome:
 
 
 def _check(username: str, password: str, address: str) -> Outcome:
-    wait = throttle.retry_after(username, address)
-    if wait:
-        return Outcome(None, wait)
     reservation = throttle.reserve(username, address)
     if isinstance(reservation, int):
         return Outcome(None, reservation)

@@ -3,7 +3,7 @@ process (``grading.localcache``): a grader polling several times a second then c
 for its session. Saving or deleting a session in this process forgets the local copy at once; a logout in
 another process is seen here within ``LOCAL_CACHE_SECONDS``.
 
-Use as ``SESSION_ENGINE = "grading.sessions"``.
+Use as ``SESSION_ENGINE = "grading.sessions"`` (``grading.dbsessions`` without a shared cache).
 """
 
 from __future__ import annotations
@@ -15,7 +15,21 @@ from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBS
 from grading import localcache
 
 
-class SessionStore(CachedDBStore):
+class KeyOnFirstSave:
+    """``login()`` cycles the session key against session fixation. With no stored session yet (a client's
+    first login, or a cookie naming no session) there is nothing to replace: Django would still store an
+    empty session under a new key and then rewrite it with the login, a transaction more per login. Here the
+    session gets its fresh random key when it is first saved instead."""
+
+    session_key: str | None
+
+    def cycle_key(self) -> None:
+        if self.session_key is None:
+            return
+        super().cycle_key()  # type: ignore[misc]
+
+
+class SessionStore(KeyOnFirstSave, CachedDBStore):
     def _local_key(self) -> str:
         return "gradequeue:session:" + (self.session_key or "")
 

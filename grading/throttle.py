@@ -12,7 +12,8 @@ Each counter lives for ``LOGIN_THROTTLE_SECONDS`` from its first failure, then s
 nothing is ever locked for good. A successful login clears its (account, address) counter, not its address's.
 
 **Atomic.** A password check first *reserves* a slot on both counters (one ``INSERT ... ON CONFLICT DO UPDATE
-... RETURNING`` statement for both, atomic on PostgreSQL and SQLite) and is refused unchecked when either is full;
+... WHERE count < limit RETURNING`` statement for both, atomic on PostgreSQL and SQLite) and is refused
+unchecked when either is full;
 a failed check keeps its slot as the failure, a successful one gives it back. So N parallel guesses against a
 limit of L get at most L password checks, however they interleave. (django-axes checks the lock before the
 password and counts the failure after it: 32 parallel wrong guesses against its limit of 10 got 32 password
@@ -78,10 +79,7 @@ def _wait(window_ends: float, now: float) -> int:
 
 
 def retry_after(username: str, address: str) -> int:
-    """Seconds until a login for ``username`` from ``address`` may be tried again; 0 when it may now.
-
-    A read only: what a refused request costs when the counters are already full.
-    """
+    """Seconds until a login for ``username`` from ``address`` may be tried again; 0 when it may now."""
     now = time.time()
     limits = dict(_limits(username, address))
     rows = LoginFailureCounter.objects.filter(key__in=list(limits), window_ends__gt=now).values_list(
@@ -91,10 +89,11 @@ def retry_after(username: str, address: str) -> int:
     return max(waits, default=0)
 
 
-def _take(keys: list[str], now: float, window: int) -> dict[str, tuple[int, float]]:
-    """Add one to each counter of ``keys`` (starting a new window where the last one ended), in one statement;
-    {key: (new count, window end)}."""
-    rows = ", ".join(["(%s, 1, %s)"] * len(keys))
+def _take(limits: list[tuple[str, int]], now: float, window: int) -> dict[str, tuple[int, float]]:
+    """Add one to each counter of ``limits`` that is below its limit (or whose window has ended: it starts
+    again at 1), in one statement; {key: (new count, window end)} of the counters that took it."""
+    rows = ", ".join(["(%s, 1, %s)"] * len(limits))
+    limit_of = " ".join(["WHEN %s THEN %s"] * len(limits))
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {TABLE} (key, count, window_ends) VALUES {rows} "  # noqa: S608 (constant names)
@@ -102,8 +101,11 @@ def _take(keys: list[str], now: float, window: int) -> dict[str, tuple[int, floa
             f"count = CASE WHEN {TABLE}.window_ends <= %s THEN 1 ELSE {TABLE}.count + 1 END, "
             f"window_ends = CASE WHEN {TABLE}.window_ends <= %s THEN excluded.window_ends "
             f"ELSE {TABLE}.window_ends END "
+            f"WHERE {TABLE}.window_ends <= %s OR {TABLE}.count < CASE {TABLE}.key {limit_of} END "
             "RETURNING key, count, window_ends",
-            [value for key in keys for value in (key, now + window)] + [now, now],
+            [value for key, _ in limits for value in (key, now + window)]
+            + [now, now, now]
+            + [value for key, limit in limits for value in (key, limit)],
         )
         taken = {key: (int(count), float(window_ends)) for key, count, window_ends in cursor.fetchall()}
     if any(window_ends == now + window for _, window_ends in taken.values()):
@@ -140,15 +142,15 @@ class Reservation:
 
 def reserve(username: str, address: str) -> Reservation | int:
     """A slot for one password check of ``username`` from ``address``, or the seconds to wait if either counter
-    is full (then nothing is counted)."""
+    is full (then nothing is counted, and with both full nothing is written)."""
     now = time.time()
     limits = _limits(username, address)
-    taken = _take([key for key, _ in limits], now, int(setting("LOGIN_THROTTLE_SECONDS")))
-    waits = [_wait(taken[key][1], now) for key, limit in limits if taken[key][0] > limit]
-    if waits:
+    taken = _take(limits, now, int(setting("LOGIN_THROTTLE_SECONDS")))
+    if len(taken) == len(limits):
+        return Reservation(pair_key=limits[0][0], address_key=limits[1][0])
+    if taken:
         _give_back(*taken)
-        return max(waits)
-    return Reservation(pair_key=limits[0][0], address_key=limits[1][0])
+    return retry_after(username, address) or 1
 
 
 def message(seconds: int) -> str:

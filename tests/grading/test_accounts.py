@@ -318,3 +318,39 @@ def test_the_throttle_counts_and_refuses_with_the_cache_unreachable(lms_user: An
         assert 590 <= throttle.retry_after("lms", "10.0.0.1") <= 600
         assert isinstance(throttle.reserve("lms", "10.0.0.1"), int)
         assert throttle.retry_after("lms", "10.0.0.2") == 0
+
+
+def test_a_first_login_stores_its_session_once(lms_user: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client()
+    with CaptureQueriesContext(connection) as queries:
+        reply = client.post("/xqueue/login/", {"username": "lms", "password": LMS_PASSWORD})
+    assert json.loads(reply.content) == {"return_code": 0, "content": "Logged in"}
+    writes = [q["sql"].split()[0] for q in queries.captured_queries if "django_session" in q["sql"]]
+    assert [w for w in writes if w != "SELECT"] == ["INSERT"]
+    assert client.get("/xqueue/get_queuelen/", {"queue_name": "test-123"}).status_code == 200
+
+
+@pytest.mark.parametrize("cookie", ["an anonymous session", "a session that does not exist"])
+def test_a_login_never_keeps_the_session_key_the_client_came_with(lms_user: Any, cookie: str, settings: Any) -> None:
+    from importlib import import_module
+
+    from django.contrib.sessions.models import Session
+
+    client = Client()
+    if cookie == "an anonymous session":
+        store = import_module(settings.SESSION_ENGINE).SessionStore()
+        store["seen"] = True
+        store.create()
+        client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    else:
+        client.cookies[settings.SESSION_COOKIE_NAME] = "planted0000000000000000000000000"
+    before = client.cookies[settings.SESSION_COOKIE_NAME].value
+    reply = client.post("/xqueue/login/", {"username": "lms", "password": LMS_PASSWORD})
+    assert json.loads(reply.content) == {"return_code": 0, "content": "Logged in"}
+    after = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert after != before
+    assert list(Session.objects.values_list("session_key", flat=True)) == [after]
+    assert client.get("/xqueue/get_queuelen/", {"queue_name": "test-123"}).status_code == 200
