@@ -158,3 +158,31 @@ def test_concurrent_logins_with_the_same_credentials_share_one_password_check(
         thread.join(20)
     assert replies == [{"return_code": 0, "content": "Logged in"}] * 8
     assert checks == ["x"]
+
+
+def test_the_development_accounts_keep_their_documented_passwords_with_the_fast_hash(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADEQUEUE_DEV", "1")
+    out = io.StringIO()
+    call_command("dev_setup", base_url="http://127.0.0.1:18040", stdout=out)
+    assert '"AUTH": ["grader", "grader-dev-password"]' in out.getvalue()
+    for username, password in (("lms", "lms-dev-password"), ("grader", "grader-dev-password")):
+        assert get_user_model().objects.get(username=username).password.startswith("gq_hmac_sha256$")
+        assert login(username, password) == {"return_code": 0, "content": "Logged in"}
+
+
+def test_login_fields_that_no_account_can_match_are_refused_in_the_envelope(lms_user: Any) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.conftest import LMS_PASSWORD
+
+    client = Client()
+    as_file = client.post("/xqueue/login/", {"username": SimpleUploadedFile("lms", b"lms"), "password": LMS_PASSWORD})
+    assert json.loads(as_file.content) == {"return_code": 1, "content": "Insufficient login info"}
+    password_file = client.post("/xqueue/login/", {"username": "lms", "password": SimpleUploadedFile("pw", b"x")})
+    assert json.loads(password_file.content) == {"return_code": 1, "content": "Insufficient login info"}
+    for username, password in (("lms\x00", LMS_PASSWORD), ("l\x00ms", "x"), ("lms", LMS_PASSWORD + "\x00")):
+        reply = client.post("/xqueue/login/", {"username": username, "password": password})
+        assert reply.status_code == 200
+        assert json.loads(reply.content) == {"return_code": 1, "content": "Incorrect login credentials"}
