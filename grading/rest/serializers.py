@@ -34,6 +34,15 @@ class TextField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+class WholeNumberField(serializers.IntegerField):
+    """A JSON integer: not a string of digits, a float or a boolean (which DRF would otherwise convert)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise serializers.ValidationError("must be a whole number")
+        return int(super().to_internal_value(data))
+
+
 class QueueFiguresSerializer(serializers.Serializer):
     waiting = serializers.IntegerField()
     leased = serializers.IntegerField()
@@ -47,15 +56,13 @@ class QueueSerializer(serializers.ModelSerializer):
     mode = serializers.ChoiceField(choices=QueueMode.choices, default=QueueMode.PULL)
     push_url = serializers.URLField(max_length=200, required=False, allow_blank=True)
     push_username = TextField(max_length=150, required=False, allow_blank=True)
+    lease_seconds = WholeNumberField(min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True)
+    max_attempts = WholeNumberField(min_value=1, max_value=1000, required=False, allow_null=True)
+    max_in_flight = WholeNumberField(min_value=1, max_value=100000, required=False, allow_null=True)
 
     class Meta:
         model = Queue
         fields = ["name", "mode", "lease_seconds", "max_attempts", "max_in_flight", "push_url", "push_username"]
-        extra_kwargs = {
-            "lease_seconds": {"min_value": 1, "max_value": 7 * 24 * 3600},
-            "max_attempts": {"min_value": 1, "max_value": 1000},
-            "max_in_flight": {"min_value": 1, "max_value": 100000},
-        }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         mode = attrs.get("mode", getattr(self.instance, "mode", QueueMode.PULL))
@@ -141,8 +148,8 @@ class BulkActionSerializer(serializers.Serializer):
     queue = TextField(max_length=128, required=False)
     status = serializers.ChoiceField(choices=Status.choices, required=False)
     lms_key = TextField(max_length=1024, required=False)
-    older_than = serializers.IntegerField(min_value=0, max_value=10**9, required=False, help_text="seconds")
-    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+    older_than = WholeNumberField(min_value=0, max_value=10**9, required=False, help_text="seconds")
+    limit = WholeNumberField(min_value=1, max_value=1000, default=100)
 
 
 class ActionResultSerializer(serializers.Serializer):

@@ -270,6 +270,7 @@ def test_a_bulk_action_takes_a_filter_and_acts_on_what_matches(
     here = [submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/{i}", lms_key=str(i)) for i in range(3)]
     there = submit(other_queue, lms_user, callback_url="http://127.0.0.1:9/o")
     is_problem(ops.post("/api/v1/bulk/cancel/", {}), 400)  # no filter: refused, not "everything"
+    is_problem(ops.post("/api/v1/bulk/cancel/", {"older_than": "9"}), 400)  # a number, not text
     response = ops.post("/api/v1/bulk/cancel/", {"queue": "test-123", "status": "queued", "limit": 2})
     assert json.loads(response.content) == {"matched": 2, "changed": [here[0].pk, here[1].pk]}
     statuses = dict(Submission.objects.values_list("pk", "status"))
