@@ -19,6 +19,8 @@ A reply, a grade or a notice that makes scoring or delivery raise fails that one
 the timeline, an ERROR log line, the notice to the LMS) and the run carries on with the others.
 
 plus ``superseded`` (a newer submission for the same LMS callback) and ``cancelled`` (an operator).
+A submission taken over from openedx/xqueue (``import_submission``) starts in ``queued``, or in ``returned``
+when xqueue holds a grader reply that the LMS never acknowledged: that reply is delivered, not regraded.
 """
 
 from __future__ import annotations
@@ -383,6 +385,98 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
             )
         length = queue_length(new.queue.pk)
     return submission, length
+
+
+@dataclass(frozen=True)
+class ImportedSubmission:
+    """An unfinished submission taken over from openedx/xqueue (``manage.py import_xqueue``)."""
+
+    new: NewSubmission
+    origin: str
+    xqueue_id: int
+    arrived_at: datetime
+    # The grader's reply that xqueue never got the LMS to acknowledge; empty when it was never graded.
+    grader_reply: str = ""
+    returned_at: datetime | None = None
+
+
+class ImportOutcome(enum.Enum):
+    WAITING = "waiting"  # queued for a grader
+    FOR_DELIVERY = "for_delivery"  # its reply is scored and delivered; no grader sees it again
+    ALREADY_IMPORTED = "already_imported"
+    SUPERSEDED = "superseded"  # a newer answer to the same problem is already in gradequeue: nothing stored
+
+
+def import_submission(item: ImportedSubmission, *, actor: str) -> tuple[ImportOutcome, int | None]:
+    """Store a submission taken over from xqueue, once per (origin, xqueue id).
+
+    A submission without a grader reply enters ``queued``, like a fresh submit. One whose reply xqueue never
+    delivered enters ``returned`` with that reply: the scoring run checks it and delivers it, as for a reply
+    put by a grader here, so it is not graded again. Its event row (from nothing) records the xqueue id.
+    Returns the outcome and the gradequeue submission's id (the existing one when already imported).
+    """
+    from django.db import IntegrityError
+
+    from grading.models import XqueueImport
+
+    new = item.new
+    now = timezone.now()
+    digest = callback_digest(new.lms_callback_url)
+    status = Status.RETURNED if item.grader_reply else Status.QUEUED
+    try:
+        with transaction.atomic():
+            existing = (
+                XqueueImport.objects.filter(origin=item.origin, xqueue_id=item.xqueue_id)
+                .values_list("submission_id", flat=True)
+                .first()
+            )
+            if existing is not None:
+                return ImportOutcome.ALREADY_IMPORTED, existing
+            newer = (
+                Submission.objects.filter(
+                    callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
+                )
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if newer is not None:
+                return ImportOutcome.SUPERSEDED, newer
+            returned_at = (item.returned_at or now) if item.grader_reply else None
+            submission = Submission.objects.create(
+                queue=new.queue,
+                status=status,
+                lms_header=new.lms_header,
+                lms_callback_url=new.lms_callback_url,
+                callback_hash=digest,
+                lms_key=new.lms_key,
+                body=new.body,
+                files=new.files,
+                created_at=item.arrived_at,
+                updated_at=now,
+                grader_reply=item.grader_reply,
+                returned_at=returned_at,
+            )
+            XqueueImport.objects.create(
+                origin=item.origin, xqueue_id=item.xqueue_id, submission=submission, imported_at=now
+            )
+            details = {"queue": new.queue.name, "origin": item.origin, "xqueue_id": item.xqueue_id}
+            _record(submission.pk, "", status, "imported", actor, now, details)
+            if status == Status.QUEUED:
+                schedule_dispatch(new.queue.pk, new.queue.mode)
+            else:
+                _schedule_followup(submission.pk, status)
+    except IntegrityError:
+        # A concurrent import of the same row won the unique (origin, xqueue_id).
+        existing = (
+            XqueueImport.objects.filter(origin=item.origin, xqueue_id=item.xqueue_id)
+            .values_list("submission_id", flat=True)
+            .first()
+        )
+        if existing is None:
+            raise
+        return ImportOutcome.ALREADY_IMPORTED, existing
+    outcome = ImportOutcome.FOR_DELIVERY if status == Status.RETURNED else ImportOutcome.WAITING
+    return outcome, submission.pk
 
 
 def _pg_ids(ids: Iterable[int]) -> str:

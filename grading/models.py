@@ -224,3 +224,22 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class XqueueImport(models.Model):
+    """Which openedx/xqueue submission a gradequeue submission was imported from (``manage.py import_xqueue``).
+
+    The unique pair makes the import idempotent: a second run finds the row and imports nothing again.
+    """
+
+    # A name for the xqueue installation, for a site that imports from more than one.
+    origin = models.CharField(max_length=64, default="xqueue")
+    xqueue_id = models.BigIntegerField()
+    submission = models.OneToOneField(Submission, on_delete=models.CASCADE, related_name="xqueue_import")
+    imported_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["origin", "xqueue_id"], name="unique_xqueue_import")]
+
+    def __str__(self) -> str:
+        return f"{self.origin} #{self.xqueue_id} → #{self.submission_id}"
