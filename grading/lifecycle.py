@@ -407,6 +407,17 @@ class ImportOutcome(enum.Enum):
     SUPERSEDED = "superseded"  # a newer answer to the same problem is already in gradequeue: nothing stored
 
 
+def unfinished_for_callback(callback_url: str) -> int | None:
+    """The id of a submission for this LMS callback (student and problem) that still owes a grade, if any."""
+    return (
+        Submission.objects.filter(
+            callback_hash=callback_digest(callback_url), lms_callback_url=callback_url, status__in=UNFINISHED
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
 def import_submission(item: ImportedSubmission, *, actor: str) -> tuple[ImportOutcome, int | None]:
     """Store a submission taken over from xqueue, once per (origin, xqueue id).
 
@@ -432,13 +443,7 @@ def import_submission(item: ImportedSubmission, *, actor: str) -> tuple[ImportOu
             )
             if existing is not None:
                 return ImportOutcome.ALREADY_IMPORTED, existing
-            newer = (
-                Submission.objects.filter(
-                    callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
-                )
-                .values_list("pk", flat=True)
-                .first()
-            )
+            newer = unfinished_for_callback(new.lms_callback_url)
             if newer is not None:
                 return ImportOutcome.SUPERSEDED, newer
             returned_at = (item.returned_at or now) if item.grader_reply else None

@@ -290,6 +290,8 @@ def test_a_newer_gradequeue_submission_for_the_same_problem_wins(xq: XqueueDB, q
     lms = make_account("lms", "pw", Role.LMS, queues["python-101"])
     newer = submit(queues["python-101"], lms, CB.format(1))
     xq.insert(callback_url=CB.format(1))
+    out, _ = run(xq, "--dry-run")
+    assert table(out)[0] == ["python-101", "0", "0", "0", "1", "0"]
     out, err = run(xq)
     assert table(out)[0] == ["python-101", "0", "0", "0", "1", "0"]
     assert err == "skipped xqueue #1 (python-101): a newer answer to the same problem is already in gradequeue\n"

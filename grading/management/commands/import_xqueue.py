@@ -330,7 +330,8 @@ class Command(BaseCommand):
                     raise Skip(f"queue {row.queue_name!r} does not exist (create it, or give --create-queues)")
                 what = "delivery" if row.grader_reply else "waiting"
                 if opts["dry_run"]:
-                    tally.add(label, what)
+                    superseded = lifecycle.unfinished_for_callback(row.callback_url) is not None
+                    tally.add(label, "superseded" if superseded else what)
                     continue
                 assert queue is not None
                 outcome = self._import_one(row, queue, opts["origin"], fetcher)
