@@ -103,7 +103,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS, served by the app itself (the web server serves no files); see WHITENOISE_* below.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, answering the XQueue API's envelope when the session cannot be saved (grading/middleware.py).
+    "grading.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -146,10 +147,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-gradequeue.sqlite3")}
 else:
-    # A health check is a "SELECT 1" round trip at the start of every request that reuses a connection: up
-    # to a sixth of a grader poll's time under load. Without it, a connection broken by a database restart fails
-    # one request per process (answered 500, which graders retry) and is then replaced.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", False)
+    # A health check is a "SELECT 1" round trip before the first query of every request that reuses a
+    # connection, so that a connection broken by a database restart is replaced before it fails a request
+    # (one per thread otherwise). Its cost on the hot path is measured in BENCHMARKS.md (bench/conn_health.py).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", True)
     # Parameters bound by the server, and statements run five times on a connection prepared there: the hot
     # statements (lease, result, scoring) are then planned once per connection instead of once per request,
     # about a quarter of PostgreSQL's CPU per grade (measured with bench/). After a migration that changes

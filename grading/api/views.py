@@ -7,6 +7,7 @@ documents; every reply text here is taken from it.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core import signing
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import FileResponse, HttpResponse
 from django.middleware.csrf import get_token
 from django.utils.decorators import method_decorator
@@ -26,20 +28,38 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from grading import access, callbacks, files, lifecycle, logins, throttle
+from grading import access, callbacks, files, lifecycle, logins, outage, throttle
 from grading.api.envelope import fail, ok
 from grading.conf import setting
 from grading.models import QueueMode, Role
 
 LOGIN_URL = "/xqueue/login/"
+# What a client is told when the database fails under a call (a restart, a dropped connection): the failure
+# envelope, which every client takes as "try again later" (a 500 would be "server broken").
+DATABASE_UNAVAILABLE = "Service temporarily unavailable; try again"
+# The errors of a database that cannot be reached or dropped the connection (as opposed to one that refused a
+# value: DataError, IntegrityError, which are this request's own problem).
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+logger = logging.getLogger("grading.api")
 
 
 class XQueueView(APIView):
     """Common ground: 302 to the login page when not logged in, envelopes for every other problem."""
 
     not_allowed_message = "Unsupported method"
+    # Views that need the database: a reply of theirs without a database error ends a database outage.
+    uses_database = True
 
     def handle_exception(self, exc: Exception) -> Any:
+        if isinstance(exc, CONNECTION_ERRORS):
+            self._database_failed = True
+            outage.database.failed(exc)
+            return fail(DATABASE_UNAVAILABLE)
+        if isinstance(exc, DatabaseError):
+            # The database refused something about this request: its own failure, not an outage.
+            logger.error("database refused %s %s", self.request.method, self.request.path, exc_info=exc)
+            return fail("Request could not be processed")
         if isinstance(exc, NotAuthenticated | AuthenticationFailed):
             return redirect_to_login(self.request.get_full_path(), LOGIN_URL)
         if isinstance(exc, RequestDataTooBig):
@@ -49,6 +69,11 @@ class XQueueView(APIView):
         if isinstance(exc, TooManyFieldsSent | ParseError | UnsupportedMediaType):
             return fail("Request could not be parsed")
         return super().handle_exception(exc)
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.uses_database and not getattr(self, "_database_failed", False):
+            outage.database.succeeded()
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return fail(self.not_allowed_message)
@@ -105,6 +130,7 @@ class LogoutView(XQueueView):
 class StatusView(XQueueView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
+    uses_database = False
 
     def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return ok("OK")
@@ -234,12 +260,22 @@ def _wait_for_work(queue: Any, user: Any, wait: float) -> lifecycle.Lease | None
         _waiting += 1
     try:
         deadline = time.monotonic() + wait
+        error: Exception | None = None
         while time.monotonic() < deadline:
             time.sleep(min(EMPTY_POLL_STEP, max(0.0, deadline - time.monotonic())))
-            if lifecycle.queue_length(queue.pk, limit=1):
-                lease = lifecycle.lease_next(queue, user)
-                if lease is not None:
-                    return lease
+            try:
+                if lifecycle.queue_length(queue.pk, limit=1):
+                    lease = lifecycle.lease_next(queue, user)
+                    if lease is not None:
+                        return lease
+                error = None
+            except CONNECTION_ERRORS as exc:
+                # A dropped connection (a database restart, a proxy cut) must not end the wait: drop it, and
+                # the next look opens a new one. Only an error that lasts to the end is the reply.
+                error = exc
+                connection.close()
+        if error is not None:
+            raise error
         return None
     finally:
         with _waiting_lock:

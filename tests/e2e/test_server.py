@@ -3,6 +3,7 @@ the XQueue calls, file uploads and downloads, keep-alive, and the server's own s
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -41,27 +42,41 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture
-def server(settings: Any) -> Iterator[str]:
-    """gradequeue served as production serves it, on the test database, in its own process group."""
+@contextlib.contextmanager
+def running_server(
+    media_root: str, *, log: Any = None, **env_overrides: str | None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """gradequeue served as production serves it, on the test database, in its own process group.
+
+    ``env_overrides`` change its environment (None removes a variable); ``log``, a file, takes its output.
+    Yields the base URL and the process.
+    """
     port = free_port()
-    env = {
+    env: dict[str, str | None] = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "GRADEQUEUE_DEV": "1",
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
         "GRADEQUEUE_CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MEDIA_ROOT": media_root,
         "WEB_BIND": f"127.0.0.1:{port}",
         "WEB_WORKERS": "2",
         "LOG_LEVEL": "WARNING",
+        "CACHE_URL": None,
     }
-    env.pop("CACHE_URL", None)
     options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
     if "data_folder_in" in options:
         env["GRADEQUEUE_BROKER_DIR"] = options["data_folder_in"]
-    process = subprocess.Popen([sys.executable, "-m", "config.serve"], cwd=ROOT, env=env, start_new_session=True)
+    env.update(env_overrides)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "config.serve"],
+        cwd=ROOT,
+        env={name: value for name, value in env.items() if value is not None},
+        start_new_session=True,
+        stdout=log,
+        stderr=log,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -74,9 +89,16 @@ def server(settings: Any) -> Iterator[str]:
             assert process.poll() is None, "the web server exited at start-up"
             assert time.monotonic() < deadline, "the web server did not answer within 60 s"
             time.sleep(0.2)
-        yield base_url
+        yield base_url, process
     finally:
         stop_group(process, timeout=15)
+
+
+@pytest.fixture
+def server(settings: Any) -> Iterator[str]:
+    """gradequeue served as production serves it, on the test database, in its own process group."""
+    with running_server(str(settings.MEDIA_ROOT)) as (base_url, _process):
+        yield base_url
 
 
 @pytest.fixture
