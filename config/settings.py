@@ -161,7 +161,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
-    CACHES = {"default": {"BACKEND": "grading.rediscache.ReusingRedisCache", "LOCATION": CACHE_URL}}
+    # The cache makes things faster and never takes the service down (grading/rediscache.py): while Redis is
+    # unreachable, calls skip it for CACHE_RETRY_SECONDS, then one tries again; these timeouts bound a call
+    # to a Redis that accepts connections and never answers.
+    CACHES = {
+        "default": {
+            "BACKEND": "grading.rediscache.ResilientRedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {
+                "RETRY_SECONDS": env_float("CACHE_RETRY_SECONDS", 2.0, minimum=0.0),
+                "SOCKET_CONNECT_TIMEOUT": env_float("CACHE_CONNECT_TIMEOUT", 0.25, minimum=0.01),
+                "SOCKET_TIMEOUT": env_float("CACHE_TIMEOUT", 0.5, minimum=0.01),
+            },
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -345,8 +358,10 @@ GRADEQUEUE = {
     # or one from an address in METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated; empty = none).
     "METRICS_TOKEN": env_str("GRADEQUEUE_METRICS_TOKEN", ""),
     "METRICS_ALLOWED_NETWORKS": env_list("GRADEQUEUE_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]),
-    # The readiness check gives the database and the broker this many seconds each.
+    # The readiness check gives the database and the broker this many seconds each, and its answer is kept
+    # this long (a curl loop or a load balancer must not open a broker connection per request).
     "READY_TIMEOUT": env_float("GRADEQUEUE_READY_TIMEOUT", 2.0, minimum=0.1),
+    "READY_CACHE_SECONDS": env_float("GRADEQUEUE_READY_CACHE_SECONDS", 1.5, minimum=0.0),
     # Queue depth samples (the status page's chart) are kept this long.
     "SAMPLE_RETENTION_SECONDS": env_int("GRADEQUEUE_SAMPLE_RETENTION_SECONDS", 24 * 3600, minimum=3600),
 }

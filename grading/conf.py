@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_NETWORKS": ["127.0.0.1/32", "::1/128"],
     "READY_TIMEOUT": 2.0,
+    "READY_CACHE_SECONDS": 1.5,
     "SAMPLE_RETENTION_SECONDS": 24 * 3600,
     "LOGIN_CACHE_SECONDS": 600,
     # Closed unless configured: config.settings fills in loopback for development.

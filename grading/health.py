@@ -1,13 +1,17 @@
-"""Readiness: can this process reach the database and the broker right now?
+"""Readiness: can this process reach the database and the broker right now, and is the cache answering?
 
 ``/xqueue/status/`` answers "the web process is up" as the protocol wants (load balancers and old
 clients call it); readiness goes further and tells an orchestrator, or an operator, which dependency is
-failing.
+failing. The cache is not required: without it gradequeue works, more slowly, so it shows as degraded.
+
+The answer is kept for ``READY_CACHE_SECONDS``: a load balancer or a curl loop asking many times a second
+costs one database query and one broker connection per process per that period, not per request.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,16 +28,18 @@ class Check:
     ok: bool
     detail: str
     duration_ms: int
+    # A required dependency that fails makes the process not ready; any other only degrades it.
+    required: bool = True
 
 
-def _timed(name: str, probe: Callable[[], str]) -> Check:
+def _timed(name: str, probe: Callable[[], str], required: bool = True) -> Check:
     started = time.monotonic()
     try:
         detail = probe()
         ok = True
     except Exception as exc:
         ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
-    return Check(name, ok, detail, int((time.monotonic() - started) * 1000))
+    return Check(name, ok, detail, int((time.monotonic() - started) * 1000), required)
 
 
 def _database() -> str:
@@ -65,6 +71,44 @@ def _broker() -> str:
     return "ok"
 
 
-def readiness() -> list[Check]:
-    """Check the database and the broker; each result says what failed and how long it took."""
-    return [_timed("database", _database), _timed("broker", _broker)]
+def _cache() -> str:
+    from django.core.cache import caches
+
+    from grading import rediscache
+
+    cache = caches["default"]
+    if not isinstance(cache, rediscache.ResilientRedisCache):
+        return "local"  # the process's own memory: nothing to reach
+    cache.get("gradequeue:ready-probe")  # never raises; an unreachable Redis marks the outage
+    state = rediscache.CACHE.state()
+    if state["down"]:
+        raise ConnectionError(f"unavailable for {state['seconds']} s: {state['last_error']}")
+    return "ok"
+
+
+_lock = threading.Lock()
+_last: tuple[float, list[Check]] = (0.0, [])
+
+
+def readiness(max_age: float | None = None) -> list[Check]:
+    """Check the database, the broker and the cache; each result says what failed and how long it took.
+
+    A result younger than ``max_age`` seconds (default READY_CACHE_SECONDS) is answered again; concurrent
+    callers wait for one check instead of each running their own.
+    """
+    global _last
+    age = float(setting("READY_CACHE_SECONDS")) if max_age is None else max_age
+    with _lock:
+        checked_at, checks = _last
+        if checks and time.monotonic() - checked_at < age:
+            return checks
+        checks = [_timed("database", _database), _timed("broker", _broker), _timed("cache", _cache, required=False)]
+        _last = (time.monotonic(), checks)
+        return checks
+
+
+def forget() -> None:
+    """Drop the kept answer (tests, after changing what the checks reach)."""
+    global _last
+    with _lock:
+        _last = (0.0, [])

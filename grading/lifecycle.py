@@ -265,7 +265,13 @@ def forget_scoring_bell() -> None:
 def _shared_cache() -> bool:
     from django.conf import settings
 
-    return "redis" in settings.CACHES["default"]["BACKEND"].lower()
+    return "redis" in str(settings.CACHES["default"]["BACKEND"]).lower()
+
+
+def _cache_degraded() -> bool:
+    from grading import rediscache
+
+    return rediscache.degraded()
 
 
 def request_scoring(*, force: bool = False) -> None:
@@ -286,7 +292,8 @@ def request_scoring(*, force: bool = False) -> None:
         except Exception:
             logger.warning("scoring bell unavailable; sending a scoring run anyway", exc_info=True)
         else:
-            if not rang:
+            # An unreachable cache answers "not added" (grading.rediscache): no bell, so send the run anyway.
+            if not rang and not _cache_degraded():
                 _bell_known_until = asked_at + SCORE_BELL_MEMORY
                 return
     try:
@@ -312,7 +319,7 @@ def hold_scoring_bell() -> bool:
     except Exception:
         logger.warning("scoring bell unavailable; this run stops at its first short batch", exc_info=True)
         return False
-    return True
+    return not _cache_degraded()
 
 
 def clear_scoring_bell() -> None:

@@ -25,11 +25,15 @@ from grading.conf import setting
 # --- Metrics ---------------------------------------------------------------------------------------
 
 
-def metrics_allowed(request: HttpRequest) -> bool:
-    """A matching bearer token (when one is configured), or a client address in the allowed networks."""
+def _token_matches(request: HttpRequest) -> bool:
     token = str(setting("METRICS_TOKEN") or "")
     auth = request.headers.get("Authorization", "")
-    if token and auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].strip(), token):
+    return bool(token) and auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].strip(), token)
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    """A matching bearer token (when one is configured), or a client address in the allowed networks."""
+    if _token_matches(request):
         return True
     try:
         client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
@@ -58,17 +62,37 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 # --- Readiness -------------------------------------------------------------------------------------
 
 
+def _may_see_details(request: HttpRequest) -> bool:
+    """Error texts name hosts, ports and users: only staff (an admin session) and the metrics token see them."""
+    if _token_matches(request):
+        return True
+    try:
+        return bool(request.user.is_staff)
+    except Exception:  # the session cannot be read (the database is down): anonymous
+        return False
+
+
+def _summary(check: health.Check) -> str:
+    if check.ok:
+        return "ok"
+    return "unavailable" if check.required else "degraded"
+
+
 @never_cache
 @require_GET
 def ready_view(request: HttpRequest) -> JsonResponse:
     checks = health.readiness()
-    ready = all(c.ok for c in checks)
-    failing = [c.name for c in checks if not c.ok]
+    ready = all(c.ok for c in checks if c.required)
+    details = _may_see_details(request)
     return JsonResponse(
         {
             "ready": ready,
-            "failing": failing,
-            "checks": {c.name: {"ok": c.ok, "detail": c.detail, "duration_ms": c.duration_ms} for c in checks},
+            "failing": [c.name for c in checks if c.required and not c.ok],
+            "degraded": [c.name for c in checks if not c.required and not c.ok],
+            "checks": {
+                c.name: {"ok": c.ok, "detail": c.detail if details else _summary(c), "duration_ms": c.duration_ms}
+                for c in checks
+            },
         },
         status=200 if ready else 503,
     )

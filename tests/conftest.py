@@ -161,14 +161,21 @@ def _isolated_media_and_cache(settings: Any, tmp_path: Any) -> Iterator[None]:
     # Stored files go to a folder of the test's own; login-failure counters never leak between tests.
     from django.core.cache import cache
 
-    from grading import lifecycle
+    from grading import health, lifecycle, outage, rediscache
+
+    def forget() -> None:
+        # Nothing a test learnt about its dependencies (an outage, a kept readiness answer) reaches the next.
+        lifecycle.forget_scoring_bell()
+        health.forget()
+        rediscache.reset()
+        outage.database.reset()
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
     cache.clear()
-    lifecycle.forget_scoring_bell()
+    forget()
     yield
     cache.clear()
-    lifecycle.forget_scoring_bell()
+    forget()
 
 
 @pytest.fixture(scope="session")

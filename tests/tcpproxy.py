@@ -98,3 +98,32 @@ def _reset(s: socket.socket) -> None:
         s.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         s.close()
+
+
+class SilentListener:
+    """A port whose connections are taken and never answered: the client's connect succeeds and then every
+    read waits, as with a hung service (or one whose packets are dropped after the handshake).
+    ``connections`` counts the connections taken."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.port: int = self._listener.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._stopped = False
+        self.connections = 0
+        threading.Thread(target=self._accept, name="silent-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(client)  # kept open, never read from, never written to
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._listener.close()
+        for s in self._held:
+            _reset(s)

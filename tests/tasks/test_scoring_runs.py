@@ -32,7 +32,7 @@ def redis_cache(settings: Any) -> Iterator[Any]:
     """The shared cache of production (Redis), so that the scoring bell is in use."""
     from django.core.cache import cache
 
-    settings.CACHES = {"default": {"BACKEND": "grading.rediscache.ReusingRedisCache", "LOCATION": REDIS_URL}}
+    settings.CACHES = {"default": {"BACKEND": "grading.rediscache.ResilientRedisCache", "LOCATION": REDIS_URL}}
     cache.clear()
     lifecycle.forget_scoring_bell()
     yield cache
