@@ -355,13 +355,15 @@ GRADEQUEUE = {
     # Queues created at start-up: "name" or "name:mode", comma-separated.
     "SEED_QUEUES": env_list("GRADEQUEUE_QUEUES", []),
     # Who may read /metrics: a request with "Authorization: Bearer <METRICS_TOKEN>" (when a token is set),
-    # or one from an address in METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated; empty = none).
+    # or one from an address in METRICS_ALLOWED_NETWORKS (below: loopback in development, none in production).
     "METRICS_TOKEN": env_str("GRADEQUEUE_METRICS_TOKEN", ""),
-    "METRICS_ALLOWED_NETWORKS": env_list("GRADEQUEUE_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]),
     # The readiness check gives the database and the broker this many seconds each, and its answer is kept
     # this long (a curl loop or a load balancer must not open a broker connection per request).
     "READY_TIMEOUT": env_float("GRADEQUEUE_READY_TIMEOUT", 2.0, minimum=0.1),
     "READY_CACHE_SECONDS": env_float("GRADEQUEUE_READY_CACHE_SECONDS", 1.5, minimum=0.0),
+    # After a task message could not be published, publishes are skipped for this long (the sweep sends the
+    # work later): an unreachable broker costs one request its connection timeout per period, not every one.
+    "BROKER_RETRY_SECONDS": env_float("GRADEQUEUE_BROKER_RETRY_SECONDS", 5.0, minimum=0.0),
     # Queue depth samples (the status page's chart) are kept this long.
     "SAMPLE_RETENTION_SECONDS": env_int("GRADEQUEUE_SAMPLE_RETENTION_SECONDS", 24 * 3600, minimum=3600),
 }
@@ -428,6 +430,13 @@ GRADEQUEUE.update(
         "LOGIN_THROTTLE_SECONDS": env_int("GRADEQUEUE_LOGIN_THROTTLE_SECONDS", 900, minimum=1),
         # Behind a reverse proxy: the header whose last entry is the client address (e.g. X-Forwarded-For).
         "LOGIN_CLIENT_ADDRESS_HEADER": env_str("GRADEQUEUE_LOGIN_CLIENT_ADDRESS_HEADER", ""),
+        # Addresses that may read /metrics without the token (CIDRs, comma-separated). Production allows none by
+        # default: behind a reverse proxy on the same host every visitor comes from loopback. Allowing
+        # addresses without a token is warned about at start (grading.apps).
+        "METRICS_ALLOWED_NETWORKS": env_list(
+            "GRADEQUEUE_METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"] if _DEVELOPMENT else []
+        ),
+        "DEVELOPMENT": _DEVELOPMENT,
     }
 )
 

@@ -1,3 +1,5 @@
+import logging
+
 from django.apps import AppConfig
 
 
@@ -10,3 +12,9 @@ class GradingConfig(AppConfig):
 
         access.connect_signals()
         auth_backends.connect_signals()
+
+        from grading.ops_views import metrics_exposure_warning
+
+        warning = metrics_exposure_warning()
+        if warning:
+            logging.getLogger("grading.metrics").warning(warning)

@@ -25,9 +25,12 @@ DEFAULTS: dict[str, Any] = {
     "SEED_QUEUES": [],
     "PUBLIC_BASE_URL": "",
     "METRICS_TOKEN": "",
-    "METRICS_ALLOWED_NETWORKS": ["127.0.0.1/32", "::1/128"],
+    # Closed unless configured: config.settings fills in loopback for development.
+    "METRICS_ALLOWED_NETWORKS": [],
+    "DEVELOPMENT": False,
     "READY_TIMEOUT": 2.0,
     "READY_CACHE_SECONDS": 1.5,
+    "BROKER_RETRY_SECONDS": 5.0,
     "SAMPLE_RETENTION_SECONDS": 24 * 3600,
     "LOGIN_CACHE_SECONDS": 600,
     # Closed unless configured: config.settings fills in loopback for development.

@@ -41,6 +41,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from grading import outage
 from grading.conf import policy_for, setting
 from grading.models import Queue, QueueMode, Status, Submission, SubmissionEvent, callback_digest
 
@@ -205,18 +206,9 @@ FOLLOWUP_TASK = {
 
 
 def enqueue(task_name: str, submission_id: int, countdown: float | None = None) -> None:
-    """Send a task message now. Broker failures are logged, not raised: the sweep re-enqueues."""
-    from celery_app import app
-
-    try:
-        app.send_task(task_name, args=[submission_id], countdown=countdown)
-    except Exception:
-        logger.warning(
-            "could not enqueue %s for submission %s; the sweep will retry",
-            task_name,
-            submission_id,
-            exc_info=True,
-        )
+    """Send a task message now. Broker failures are counted and logged once per outage (grading.outage),
+    not raised: the sweep re-enqueues."""
+    outage.send_task(task_name, args=[submission_id], countdown=countdown)
 
 
 def enqueue_after_commit(task_name: str, submission_id: int, countdown: float | None = None) -> None:
@@ -279,8 +271,6 @@ def request_scoring(*, force: bool = False) -> None:
     global _bell_known_until
     from django.core.cache import cache
 
-    from celery_app import app
-
     bell = _shared_cache()
     asked_at = time.monotonic()
     rang = False  # this call set the bell: if the run's message goes out, the bell is known to be set
@@ -296,10 +286,8 @@ def request_scoring(*, force: bool = False) -> None:
             if not rang and not _cache_degraded():
                 _bell_known_until = asked_at + SCORE_BELL_MEMORY
                 return
-    try:
-        app.send_task("grading.score_returned")
-    except Exception:
-        logger.warning("could not enqueue a scoring run; the sweep will retry", exc_info=True)
+    if not outage.send_task("grading.score_returned"):
+        # The sweep will ask for the run; the bell must not make later replies think one is on its way.
         if bell:
             clear_scoring_bell()
         return
@@ -1561,12 +1549,7 @@ PUSH_MODES = (QueueMode.CELERY, QueueMode.HTTP)
 
 def enqueue_dispatch(queue_id: int) -> None:
     """Ask a worker to lease and send out the waiting submissions of a push-mode queue (idempotent)."""
-    from celery_app import app
-
-    try:
-        app.send_task("grading.dispatch", args=[queue_id])
-    except Exception:
-        logger.warning("could not enqueue a dispatch for queue %s; the sweep will retry", queue_id, exc_info=True)
+    outage.send_task("grading.dispatch", args=[queue_id])
 
 
 def schedule_dispatch(queue_id: int, mode: str) -> None:

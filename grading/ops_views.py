@@ -45,6 +45,23 @@ def metrics_allowed(request: HttpRequest) -> bool:
     return False
 
 
+def metrics_exposure_warning() -> str:
+    """What is wrong with who may read /metrics in production ("" in development, or when all is well)."""
+    if setting("DEVELOPMENT") or setting("METRICS_TOKEN"):
+        return ""
+    networks = list(setting("METRICS_ALLOWED_NETWORKS") or [])
+    if not networks:
+        return (
+            "/metrics is closed to everyone: GRADEQUEUE_METRICS_TOKEN is not set (set it, and give Prometheus "
+            "the token)"
+        )
+    return (
+        f"/metrics is open without a token to {', '.join(networks)} (GRADEQUEUE_METRICS_ALLOWED_NETWORKS): "
+        "behind a reverse proxy on those addresses that is everyone; set GRADEQUEUE_METRICS_TOKEN and drop the "
+        "networks"
+    )
+
+
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -143,6 +143,8 @@ def fast_pipeline(settings: Any, **overrides: Any) -> None:
         "DELIVERY_BACKOFF_CAP": 0.4,
         "DELIVERY_TIMEOUT": 2.0,
         "SWEEP_GRACE_SECONDS": 0.0,
+        # A failed publish does not pause the next ones (in production it does, for a few seconds).
+        "BROKER_RETRY_SECONDS": 0.0,
         **overrides,
     }
 
@@ -169,6 +171,7 @@ def _isolated_media_and_cache(settings: Any, tmp_path: Any) -> Iterator[None]:
         health.forget()
         rediscache.reset()
         outage.database.reset()
+        outage.broker.reset()
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
     cache.clear()

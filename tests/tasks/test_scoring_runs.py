@@ -237,6 +237,7 @@ def test_a_failed_publish_clears_the_bell_so_the_next_reply_tries_again(
     def broker_down(name: str, *args: Any, **kwargs: Any) -> None:
         raise OperationalError("[Errno 111] Connection refused")
 
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "BROKER_RETRY_SECONDS": 0.0}  # no pause after the failure
     monkeypatch.setattr(app, "send_task", broker_down)
     lifecycle.request_scoring()
     assert redis_cache.get(lifecycle.SCORE_BELL) is None
