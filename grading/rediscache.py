@@ -38,7 +38,7 @@ CACHE = Outage(
     "cache (Redis)",
     logger,
     retry_seconds=2.0,
-    consequence="sessions, accounts and grants are read from the database, login throttling counts nothing",
+    consequence="sessions, accounts, grants and password checks go to the database",
 )
 ERRORS = (RedisError, ConnectionInterrupted, OSError)
 
