@@ -278,6 +278,9 @@ class LMS:
             conns = list(self.conns - self.busy) if mode == "refuse" else []
         if mode == "refuse" and previous != "refuse":
             assert self.sock is not None
+            # shutdown first: close() alone leaves the socket listening while the accept thread waits on it.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
             self.sock.close()
             for conn in conns:
                 with contextlib.suppress(OSError):
@@ -910,28 +913,15 @@ def _run(
         statuses = {"error": str(exc)}
 
     accepted = set(traffic.accepted)
-    received = {n: len(ts) for n, ts in lms.received.items()}
-    first = lms.first_arrivals()
-    owed = {n for n, t in traffic.accepted.items() if t <= fault_end}
-    delivered_once = sum(1 for n in accepted if received.get(n) == 1)
-    duplicates = sum(received.get(n, 0) - 1 for n in accepted if received.get(n, 0) > 1)
-    lost = sorted(accepted - first.keys(), key=int)
-    recover = None
-    if not lost:
-        recover = round(max([first[n] - fault_end for n in owed] + [0.0]), 1)
-    dup_keys = [lms.keys[n] for n in accepted if received.get(n, 0) > 1]
+    with lms.lock:
+        received = {n: list(ts) for n, ts in lms.received.items()}
+    dup_keys = [lms.keys[n] for n in accepted if len(received.get(n, [])) > 1]
     report = {
         "scenario": scenario.name,
         "what": scenario.what,
         "sent": scenario.count,
-        "accepted": len(accepted),
-        "delivered_once": delivered_once,
-        "duplicates": duplicates,
-        "duplicates_per_1000": round(1000.0 * duplicates / max(len(accepted), 1), 1),
-        "lost": len(lost),
-        "lost_numbers": lost[:20],
+        **tally(traffic.accepted, received, fault_end),
         "http_5xx": traffic.five_xx(),
-        "recover_s": recover,
         "settled": settled,
         "fault_start_s": round(fault_start - t0, 1),
         "fault_s": round(fault_end - fault_start, 1),
@@ -949,6 +939,28 @@ def _run(
     }
     log(f"{scenario.name}: {json.dumps({k: report[k] for k in ('accepted', 'duplicates', 'lost', 'http_5xx')})}")
     return report
+
+
+def tally(accepted: dict[str, float], received: dict[str, list[float]], fault_end: float) -> dict[str, Any]:
+    """A row's counts. ``accepted``: when each accepted submission was accepted; ``received``: each time its
+    grade reached the LMS (any submission, accepted or not); ``fault_end``: when the fault ended (one clock)."""
+    counts = {n: len(received.get(n, [])) for n in accepted}
+    duplicates = sum(c - 1 for c in counts.values() if c > 1)
+    lost = sorted((n for n, c in counts.items() if c == 0), key=lambda n: (len(n), n))
+    recover = None
+    if not lost:
+        # The last grade owed when the fault ended (accepted by then) to reach the LMS, its first time.
+        owed = [min(received[n]) - fault_end for n, t in accepted.items() if t <= fault_end]
+        recover = round(max([*owed, 0.0]), 1)
+    return {
+        "accepted": len(accepted),
+        "delivered_once": sum(1 for c in counts.values() if c == 1),
+        "duplicates": duplicates,
+        "duplicates_per_1000": round(1000.0 * duplicates / max(len(accepted), 1), 1),
+        "lost": len(lost),
+        "lost_numbers": lost[:20],
+        "recover_s": recover,
+    }
 
 
 def table(reports: list[dict[str, Any]], label: str) -> str:
