@@ -3,7 +3,12 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from grading.middleware import edge  # noqa: E402 (needs the settings above)
+
+# Before Django builds its request: a non-text charset is refused, a chunked body is read (grading/middleware.py).
+application = edge(django_application)
 
 
 def warm_up() -> None:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.views import redirect_to_login
 from django.core import signing
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import DisallowedRedirect, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import FileResponse, HttpResponse
@@ -29,6 +29,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from grading import access, callbacks, files, lifecycle, logins, outage, throttle
+from grading.api import inputs
 from grading.api.envelope import fail, ok
 from grading.conf import setting
 from grading.models import QueueMode, Role
@@ -61,7 +62,9 @@ class XQueueView(APIView):
             logger.error("database refused %s %s", self.request.method, self.request.path, exc_info=exc)
             return fail("Request could not be processed")
         if isinstance(exc, NotAuthenticated | AuthenticationFailed):
-            return redirect_to_login(self.request.get_full_path(), LOGIN_URL)
+            return login_redirect(self.request)
+        if isinstance(exc, inputs.Refused):
+            return fail(str(exc))
         if isinstance(exc, RequestDataTooBig):
             return fail(f"Request too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)")
         if isinstance(exc, TooManyFilesSent):
@@ -80,6 +83,25 @@ class XQueueView(APIView):
 
     def options(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return self.http_method_not_allowed(request)
+
+
+def login_redirect(request: Any) -> HttpResponse:
+    """The protocol's 302 to the login page, ``next`` carrying the path and its query string.
+
+    Django refuses to redirect to a URL over 16 KiB; a longer query string is left out of ``next`` (clients
+    only follow the redirect to read ``login_required``, log in and send their request again).
+    """
+    try:
+        return redirect_to_login(request.get_full_path(), LOGIN_URL)
+    except DisallowedRedirect:
+        return redirect_to_login(request.path, LOGIN_URL)
+
+
+def _content_length(request: Request) -> int:
+    try:
+        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
 
 
 def _form(request: Request) -> Any:
@@ -102,9 +124,9 @@ class LoginView(XQueueView):
 
     def post(self, request: Request) -> HttpResponse:
         data = _form(request)
-        username, password = data.get("username"), data.get("password")
-        # A file part where a field was expected is no login info either.
-        if not username or not password or not isinstance(username, str) or not isinstance(password, str):
+        # A credential sent as a file part is a missing credential; NUL and lone surrogates are refused.
+        username, password = inputs.form_text(data, "username"), inputs.form_text(data, "password")
+        if not username or not password:
             return fail("Insufficient login info")
         outcome = logins.check(username, password, throttle.client_address(request._request))
         if outcome.wait:
@@ -143,19 +165,20 @@ class SubmitView(XQueueView):
 
     def post(self, request: Request) -> HttpResponse:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + int(setting("MAX_FILES")) * int(setting("MAX_FILE_BYTES"))
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+        if _content_length(request) > limit:
             return fail(f"Request too large (limit {limit} bytes)")
         data = _form(request)
-        header_text, body = data.get("xqueue_header"), data.get("xqueue_body")
-        if not isinstance(header_text, str) or not isinstance(body, str):
+        header_text, body = inputs.form_text(data, "xqueue_header"), inputs.form_text(data, "xqueue_body")
+        if header_text is None or body is None:
             return fail("Queue request has invalid format")
-        try:
-            header = json.loads(header_text)
-        except ValueError:
+        header = inputs.json_object(header_text)
+        if header is None:
             return fail("Queue request has invalid format")
+        inputs.check_json_strings("xqueue_header", header)
+        for field_name in request.FILES:
+            inputs.check_text("A file part's name", field_name)
         if (
-            not isinstance(header, dict)
-            or not all(isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name"))
+            not all(isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name"))
             or "lms_key" not in header
         ):
             return fail("Queue request has invalid format")
@@ -189,7 +212,7 @@ class SubmitView(XQueueView):
 
 
 def _queue_name(request: Request, endpoint: str) -> tuple[str, HttpResponse | None]:
-    name = request.query_params.get("queue_name") or ""
+    name = inputs.form_text(request.query_params, "queue_name") or ""
     if not name:
         return "", fail(f"'{endpoint}' must provide parameter 'queue_name'")
     return name, None
@@ -282,33 +305,21 @@ def _wait_for_work(queue: Any, user: Any, wait: float) -> lifecycle.Lease | None
             _waiting -= 1
 
 
-def _submission_id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
 class PutResultView(XQueueView):
     not_allowed_message = "'put_result' must use HTTP POST"
 
     def post(self, request: Request) -> HttpResponse:
         data = _form(request)
-        header_text, reply = data.get("xqueue_header"), data.get("xqueue_body")
-        if not isinstance(header_text, str) or not isinstance(reply, str):
+        header_text, reply = inputs.form_text(data, "xqueue_header"), inputs.form_text(data, "xqueue_body")
+        if header_text is None or reply is None:
             return fail("Incorrect reply format")
-        try:
-            header = json.loads(header_text)
-        except ValueError:
+        header = inputs.json_object(header_text)
+        if header is None:
             return fail("Incorrect reply format")
-        if not isinstance(header, dict):
-            return fail("Incorrect reply format")
-        submission_id = _submission_id(header.get("submission_id"))
+        inputs.check_json_strings("xqueue_header", header)
+        submission_id = inputs.submission_id(header.get("submission_id"))
         key = header.get("submission_key")
-        if submission_id is None or not isinstance(key, str) or not key or submission_id > 2**62:
+        if submission_id is None or not isinstance(key, str) or not key:
             return fail("Incorrect reply format")
         outcome = lifecycle.accept_result(
             submission_id, key, reply, request.user, access.queue_ids(request.user, Role.GRADER)
