@@ -18,7 +18,8 @@ How a submission moves::
 A reply, a grade or a notice that makes scoring or delivery raise fails that one submission (its reason in
 the timeline, an ERROR log line, the notice to the LMS) and the run carries on with the others.
 
-plus ``superseded`` (a newer submission for the same LMS callback) and ``cancelled`` (an operator).
+plus ``superseded`` (a newer submission for the same LMS callback, queue and LMS account) and ``cancelled``
+(an operator).
 A submission taken over from openedx/xqueue (``import_submission``) starts in ``queued``, or in ``returned``
 when xqueue holds a grader reply that the LMS never acknowledged: that reply is delivered, not regraded.
 """
@@ -339,6 +340,10 @@ class NewSubmission:
 def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
     """Store a submission from the LMS and supersede the student's earlier unfinished answers.
 
+    Only answers of the same queue submitted by the same LMS account are superseded: callback URLs are
+    predictable, and an account must not be able to cancel another account's work (or its own in another
+    queue) by reusing one.
+
     Returns the submission and the queue's length after it (what the LMS is told).
     """
     now = timezone.now()
@@ -362,7 +367,11 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
         schedule_dispatch(new.queue.pk, new.queue.mode)
         earlier = (
             Submission.objects.filter(
-                callback_hash=digest, lms_callback_url=new.lms_callback_url, status__in=UNFINISHED
+                callback_hash=digest,
+                queue=new.queue,
+                submitted_by=submission.submitted_by_id,
+                lms_callback_url=new.lms_callback_url,
+                status__in=UNFINISHED,
             )
             .exclude(pk=submission.pk)
             .values_list("pk", "status")

@@ -147,8 +147,9 @@ class Submission(models.Model):
             models.Index(fields=["queue", "id"], name="sub_waiting", condition=Q(status="queued")),
             # The reclaim sweep: leases that have expired.
             models.Index(fields=["lease_expires_at"], name="sub_leased", condition=Q(status="pulled")),
-            # Superseding: earlier submissions for the same student and problem.
-            models.Index(fields=["callback_hash"], name="sub_callback"),
+            # Superseding: earlier submissions for the same student and problem, from the same LMS account in
+            # the same queue (another tenant's rows with the same callback URL are not even visited).
+            models.Index(fields=["callback_hash", "queue", "submitted_by"], name="sub_supersede"),
             # The follow-up sweep and the admin filters.
             models.Index(fields=["status", "updated_at"], name="sub_status_updated"),
         ]
