@@ -11,9 +11,8 @@ from django.conf import settings
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.core.exceptions import TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
-
-
 from django.utils.http import parse_header_parameters
 
 from grading.api.envelope import CONTENT_TYPE, encode, envelope
@@ -109,16 +108,53 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _READ_STEP = 64 * 1024
 
 
+_DRAIN_LIMIT = 1024 * 1024
+
+
+def _drain(source: Any) -> None:
+    """Read (and drop) up to 1 MiB of a refused request's body: a client still sending it would otherwise see
+    the connection close under it instead of the reply."""
+    left = _DRAIN_LIMIT
+    while left > 0:
+        block = source.read(min(_READ_STEP, left))
+        if not block:
+            return
+        left -= len(block)
+
+
 def largest_body() -> int:
     """The largest request body any endpoint takes: a submission's form fields plus its files."""
     return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) + int(setting("MAX_FILES")) * int(setting("MAX_FILE_BYTES"))
 
 
-def edge(app: WSGIApp) -> WSGIApp:
-    """``app``, behind two checks that must happen before Django builds its request object.
+def _refuse(environ: dict[str, Any], start_response: Callable[..., Any], message: str) -> list[bytes]:
+    """The failure envelope on the XQueue API, a plain-text 400 elsewhere."""
+    _drain(environ["wsgi.input"])
+    if environ.get("PATH_INFO", "").startswith(API_PREFIX):
+        body = encode(envelope(False, message))
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
+    else:
+        body = (message + "\n").encode()
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        start_response("400 Bad Request", headers)
+    return [body]
 
-    A charset that is a codec but not a text encoding is refused: with the XQueue envelope on the API, a plain
-    400 elsewhere.
+
+def _call(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    try:
+        return app(environ, start_response)
+    except TooManyFieldsSent:
+        # Raised while Django builds its request, before any middleware could answer: a Content-Type with a
+        # charset makes Django parse the query string there, and over 1 000 fields is refused.
+        return _refuse(environ, start_response, "Request could not be parsed")
+
+
+def edge(app: WSGIApp) -> WSGIApp:
+    """``app``, behind the checks that must happen before Django builds its request object.
+
+    A charset that is a codec but not a text encoding is refused, and so is a query string over
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields that Django parses while building the request: with the XQueue
+    envelope on the API, a plain 400 elsewhere.
 
     A chunked request body (no Content-Length) is read before Django sees the request. WSGI servers pass such
     a body without a length and Django reads ``CONTENT_LENGTH`` bytes, so the body was taken for empty (a login
@@ -130,14 +166,7 @@ def edge(app: WSGIApp) -> WSGIApp:
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         refused = charset_refusal(environ)
         if refused is not None:
-            if environ.get("PATH_INFO", "").startswith(API_PREFIX):
-                body = encode(envelope(False, refused))
-                start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
-            else:
-                body = (refused + "\n").encode()
-                headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-                start_response("400 Bad Request", headers)
-            return [body]
+            return _refuse(environ, start_response, refused)
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() and not environ.get("CONTENT_LENGTH"):
             cap = largest_body() + 1
             with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
@@ -154,7 +183,7 @@ def edge(app: WSGIApp) -> WSGIApp:
                 environ["CONTENT_LENGTH"] = str(size)
                 # Django runs the whole view inside this call; only a streamed reply (a file download, which
                 # reads no request body) is still to be sent when it returns.
-                return app(environ, start_response)
-        return app(environ, start_response)
+                return _call(app, environ, start_response)
+        return _call(app, environ, start_response)
 
     return application

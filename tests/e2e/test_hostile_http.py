@@ -144,3 +144,33 @@ def test_a_chunked_body_over_the_limit_is_refused_with_the_envelope(server: str,
         {"return_code": 1, "content": f"Request too large (limit {limit} bytes)"},
     )
     assert SubmissionEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/xqueue/status/", "/xqueue/get_queuelen/"])
+def test_over_a_thousand_query_fields_with_a_charset_get_the_envelope(server: str, path: str) -> None:
+    # A charset makes Django parse the query string while it builds the request, before any middleware.
+    query = "&".join(f"f{i}=1" for i in range(1500))
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    status, _, body = request(server, "GET", f"{path}?{query}", b"x=1", headers)
+    assert (status, json.loads(body)) == (200, {"return_code": 1, "content": "Request could not be parsed"})
+
+
+def test_over_a_thousand_query_fields_with_a_charset_outside_the_api_is_a_plain_400(server: str) -> None:
+    query = "&".join(f"f{i}=1" for i in range(1500))
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    status, _, body = request(server, "GET", f"/admin/login/?{query}", None, headers)
+    assert (status, body) == (400, b"Request could not be parsed\n")
+
+
+def test_a_refused_chunked_request_still_gets_its_reply(server: str) -> None:
+    # The refusal happens before the body is read: it is drained first, so the client finishes sending.
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=rot13", "Transfer-Encoding": "chunked"}
+    conn.request("POST", "/xqueue/login/?a=1", body=iter([b"username=a&", b"password=b"] * 50), headers=headers)
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())) == (
+        200,
+        {"return_code": 1, "content": "Unsupported charset 'rot13'"},
+    )
+    conn.close()
