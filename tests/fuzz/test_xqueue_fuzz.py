@@ -492,7 +492,15 @@ def test_every_xqueue_endpoint_holds_under_hostile_requests(
 
     def check(shaped: Shaped, role: str) -> None:
         submissions, events, files = Submission.objects.count(), client_events(), stored_files(media)
-        reply = send(base_url, shaped, roles[role])
+        try:
+            reply = send(base_url, shaped, roles[role])
+        except (BrokenPipeError, ConnectionResetError):
+            # Granian refuses a request line over 64 KiB before reading the body, and closes the connection:
+            # a client still sending the body can see that instead of the 414.
+            assert len(shaped.path) > HTTP_TARGET_LIMIT, shaped
+            counts[shaped.endpoint] += 1
+            outcomes[f"{shaped.endpoint} closed by the web server (request line over 64 KiB)"] += 1
+            return
         counts[shaped.endpoint] += 1
         status_classes[f"{reply.status // 100}xx"] += 1
         assert reply.status < 500, (shaped, role, reply.status, reply.body[:300])
