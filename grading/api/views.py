@@ -232,6 +232,10 @@ class GetQueueLenView(XQueueView):
 
 
 class GetSubmissionView(XQueueView):
+    def head(self, request: Request) -> HttpResponse:
+        # Django answers HEAD with GET; here that would lease a submission whose reply nobody reads.
+        return fail("Unsupported method")
+
     def get(self, request: Request) -> HttpResponse:
         name, error = _queue_name(request, "get_submission")
         if error:

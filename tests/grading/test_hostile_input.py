@@ -244,3 +244,12 @@ def test_refusals_leave_the_media_folder_empty_even_with_files_attached(lms_clie
     reply = post_submit(lms_client, header, answer=SimpleUploadedFile("a.py", b"x"))
     assert reply == {"return_code": 1, "content": "Queue 'nope' not found"}
     assert_nothing_stored()
+
+
+def test_a_head_request_to_get_submission_leases_nothing(grader_client: Client, queue: Queue, lms_user: Any) -> None:
+    submission = submit(queue, lms_user)
+    response = grader_client.head("/xqueue/get_submission/?queue_name=test-123")
+    assert response.status_code == 200
+    submission.refresh_from_db()
+    assert (submission.status, submission.attempts) == (Status.QUEUED, 0)
+    assert list(submission.events.values_list("to_status", flat=True)) == [Status.QUEUED]
