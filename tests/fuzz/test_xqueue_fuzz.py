@@ -410,7 +410,7 @@ def fuzz_with(
 def fuzz_server(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     media = tmp_path_factory.mktemp("fuzz-media")
     # Leases outlast a long run's phases, so that the put_result phase can answer what get_submission leased.
-    with running_server(str(media), GRADEQUEUE_LEASE_SECONDS="7200") as base_url:
+    with running_server(str(media), GRADEQUEUE_LEASE_SECONDS="7200") as (base_url, _process):
         yield base_url, media
 
 
