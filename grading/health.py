@@ -45,10 +45,16 @@ def _timed(name: str, probe: Callable[[], str], required: bool = True) -> Check:
 def _database() -> str:
     timeout_ms = int(float(setting("READY_TIMEOUT")) * 1000)
     with transaction.atomic(), connection.cursor() as cursor:
+        # A database that accepts the connection but hangs must not hang the probe too.
         if connection.vendor == "postgresql":
-            # A database that accepts the connection but hangs must not hang the probe too.
             cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-        cursor.execute("SELECT 1")
+            cursor.execute("SELECT 1")
+        elif connection.vendor == "mysql" and connection.mysql_is_mariadb:  # type: ignore[attr-defined]
+            cursor.execute(f"SET STATEMENT max_statement_time = {timeout_ms / 1000} FOR SELECT 1")
+        elif connection.vendor == "mysql":
+            cursor.execute(f"SELECT /*+ MAX_EXECUTION_TIME({timeout_ms}) */ 1")
+        else:
+            cursor.execute("SELECT 1")
         cursor.fetchone()
     return "ok"
 

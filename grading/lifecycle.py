@@ -504,12 +504,17 @@ SELECT count(*) FROM (
 """
 
 
+def _pg_bounded_length_params(queue_id: int, limit: int) -> dict[str, Any]:
+    """The parameters of ``_PG_BOUNDED_LENGTH_SQL``."""
+    return {"queue_ids": _pg_ids([queue_id]), "limit": limit}
+
+
 def queue_length(queue_id: int, *, limit: int | None = None) -> int:
     """Submissions of a queue waiting to be handed out (leased ones are not counted), up to ``limit``."""
     if limit is not None and connection.vendor == "postgresql":
         # A bounded count (is there work?) reads sub_waiting whatever the statistics say (see _PG_LEASE_SQL).
         with connection.cursor() as cursor:
-            cursor.execute(_PG_BOUNDED_LENGTH_SQL, {"queue_ids": _pg_ids([queue_id]), "limit": limit})
+            cursor.execute(_PG_BOUNDED_LENGTH_SQL, _pg_bounded_length_params(queue_id, limit))
             row = cursor.fetchone()
         return int(row[0]) if row else 0
     waiting = Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED)
@@ -567,12 +572,27 @@ SELECT id, body, files, attempts FROM leased
 """
 
 
+def _pg_lease_params(
+    queue_id: int, key: str, expires: datetime, user_id: int | None, now: datetime, reason: str, actor: str
+) -> dict[str, Any]:
+    """The parameters of ``_PG_LEASE_SQL`` (tests/grading/test_lease_plan.py plans it with these)."""
+    return {
+        "queue_ids": _pg_ids([queue_id]),
+        "key": key,
+        "expires": expires,
+        "expires_iso": expires.isoformat(),
+        "user_id": user_id,
+        "now": now,
+        "reason": reason,
+        "actor": actor,
+    }
+
+
 def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | None = None) -> Lease | None:
     """Lease the oldest waiting submission of ``queue`` to ``user``, or return None if there is none.
 
-    On PostgreSQL this is one statement (claim with SKIP LOCKED, update, event); concurrent callers never
-    get the same row. Elsewhere (SQLite, where writers are serialised anyway) it is a conditional UPDATE
-    retried on a lost race.
+    On PostgreSQL this is one statement (claim with SKIP LOCKED, update, event); elsewhere it is a claim,
+    an update and an event in one transaction (``_locking_lease``). Concurrent callers never get the same row.
     """
     now = timezone.now()
     policy = policy_for(queue)
@@ -583,19 +603,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
     if connection.vendor == "postgresql":
         # One statement is one transaction in autocommit: no BEGIN/COMMIT round trips around it.
         with connection.cursor() as cursor:
-            cursor.execute(
-                _PG_LEASE_SQL,
-                {
-                    "queue_ids": _pg_ids([queue.pk]),
-                    "key": key,
-                    "expires": expires,
-                    "expires_iso": expires.isoformat(),
-                    "user_id": user_id,
-                    "now": now,
-                    "reason": reason,
-                    "actor": actor,
-                },
-            )
+            cursor.execute(_PG_LEASE_SQL, _pg_lease_params(queue.pk, key, expires, user_id, now, reason, actor))
             row = cursor.fetchone()
         if row is None:
             return None
@@ -605,33 +613,44 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
         log_transition(pk, Status.QUEUED, Status.PULLED, reason, actor, queue.name)
         return Lease(pk, key, body, files or {}, attempts, expires)
 
-    for _ in range(20):
-        candidate = (
-            Submission.objects.filter(queue_id=queue.pk, status=Status.QUEUED)
+    return _locking_lease(queue, key, expires, user_id, now, reason, actor)
+
+
+def _locking_lease(
+    queue: Queue, key: str, expires: datetime, user_id: int | None, now: datetime, reason: str, actor: str
+) -> Lease | None:
+    """The lease on MySQL/MariaDB and SQLite: claim, update and event in one transaction.
+
+    MySQL and MariaDB claim the oldest waiting row with ``SELECT ... FOR UPDATE SKIP LOCKED`` (through the
+    index migration 0005 gives them), so that concurrent pulls take different rows without waiting on each
+    other. SQLite ignores the lock clause: its IMMEDIATE transactions take the database's write lock up front,
+    so claims are serialised and the oldest waiting row is still this transaction's to take.
+    """
+    check_edge(Status.QUEUED, Status.PULLED)
+    with transaction.atomic():
+        row = (
+            Submission.objects.select_for_update(skip_locked=True)
+            .filter(queue_id=queue.pk, status=Status.QUEUED)
             .order_by("pk")
-            .values_list("pk", "attempts")
+            .values_list("pk", "attempts", "body", "files")
             .first()
         )
-        if candidate is None:
+        if row is None:
             return None
-        pk, attempts = candidate
-        won = transition(
-            pk,
-            Status.QUEUED,
-            Status.PULLED,
-            reason=reason,
-            actor=actor,
-            details={"attempt": attempts + 1, "expires_at": expires.isoformat()},
-            now=now,
+        pk, attempts, body, files = row
+        changed = Submission.objects.filter(pk=pk, status=Status.QUEUED).update(
+            status=Status.PULLED,
             lease_key=key,
             lease_expires_at=expires,
             leased_to_id=user_id,
-            attempts=F("attempts") + 1,
+            attempts=attempts + 1,
+            updated_at=now,
         )
-        if won:
-            body, files = Submission.objects.filter(pk=pk).values_list("body", "files").get()
-            return Lease(pk, key, body, files or {}, attempts + 1, expires)
-    return None
+        if changed != 1:  # cannot happen while the row is locked; refuse rather than hand out a guess
+            return None
+        details = {"attempt": attempts + 1, "expires_at": expires.isoformat()}
+        _record(pk, Status.QUEUED, Status.PULLED, reason, actor, now, details, queue.name)
+    return Lease(pk, key, body, files or {}, attempts + 1, expires)
 
 
 # --- Results ----------------------------------------------------------------------------------------
@@ -815,35 +834,11 @@ def score_and_claim(submission_id: int, *, actor: str = "system:scoring") -> Del
     """
     if connection.vendor == "postgresql":
         _taken, claims = _pg_score(_PG_SCORE_ONE_SELECT, {"id": submission_id}, actor)
-        return claims[0] if claims else None
-    row = (
-        Submission.objects.filter(pk=submission_id, status=Status.RETURNED)
-        .values_list("grader_reply", "lease_key", "delivery_attempts", "lms_callback_url", "lms_header", "queue__name")
-        .first()
-    )
-    if row is None:
-        return None
-    reply, key, attempts, url, header, queue_name = row
-    problem = validate_grade(reply)
-    now = timezone.now()
-    if problem is not None:
-        _fail_reply(submission_id, problem, actor, now)
-        return None
-    won = _to_graded(
-        submission_id,
-        reply,
-        actor,
-        now,
-        queue_name=queue_name,
-        where={"lease_key": key, "delivery_attempts": attempts},
-        followup=False,
-        next_delivery_at=now + delivery_guard(),
-        delivery_attempts=attempts + 1,
-        delivery_started_at=now,
-    )
-    if not won:
-        return None
-    return DeliveryClaim(submission_id, Status.GRADED, attempts + 1, url, header, reply, now, queue_name, now)
+    else:
+        _taken, claims = _locking_score(
+            Submission.objects.select_for_update().filter(pk=submission_id, status=Status.RETURNED), actor
+        )
+    return claims[0] if claims else None
 
 
 _PG_SCORE_ONE_SELECT = """
@@ -986,6 +981,56 @@ def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[
     waiting = Submission.objects.filter(status=Status.RETURNED).order_by("updated_at")
     ids = list(waiting.values_list("pk", flat=True)[:limit])
     return len(ids), _score_each(ids, actor)
+
+
+def _locking_score(returned: Any, actor: str) -> tuple[int, list[DeliveryClaim]]:
+    """``_pg_score`` on MySQL/MariaDB and SQLite: lock the returned rows of the ``returned`` queryset (a
+    ``select_for_update``; SQLite's IMMEDIATE transaction holds the write lock instead), fail the unusable
+    replies, and score and claim the rest with one UPDATE and one INSERT of their events."""
+    check_edge(Status.RETURNED, Status.GRADED)
+    now = timezone.now()
+    with transaction.atomic():
+        taken = list(returned.values_list("pk", "grader_reply"))
+        good: list[int] = []
+        for pk, reply in taken:
+            problem = validate_grade(reply)
+            if problem is None:
+                good.append(pk)
+            else:
+                _fail_reply(pk, problem, actor, now)
+        rows: list[tuple[Any, ...]] = []
+        if good:
+            Submission.objects.filter(pk__in=good, status=Status.RETURNED).update(
+                status=Status.GRADED,
+                lms_body=F("grader_reply"),
+                graded_at=now,
+                updated_at=now,
+                next_delivery_at=now + delivery_guard(),
+                delivery_attempts=F("delivery_attempts") + 1,
+                delivery_started_at=now,
+            )
+            rows = list(
+                Submission.objects.filter(pk__in=good)
+                .order_by("pk")
+                .values_list("pk", "delivery_attempts", "lms_callback_url", "lms_header", "lms_body", "queue__name")
+            )
+            SubmissionEvent.objects.bulk_create(
+                SubmissionEvent(
+                    submission_id=row[0],
+                    from_status=Status.RETURNED,
+                    to_status=Status.GRADED,
+                    reason="scored",
+                    actor=actor,
+                    created_at=now,
+                    details={},
+                )
+                for row in rows
+            )
+    claims = []
+    for pk, attempt, url, header, body, queue_name in rows:
+        log_transition(pk, Status.RETURNED, Status.GRADED, "scored", actor, queue_name)
+        claims.append(DeliveryClaim(pk, Status.GRADED, attempt, url, header, body, now, queue_name, now))
+    return len(taken), claims
 
 
 def _fail_reply(submission_id: int, problem: str, actor: str, now: datetime) -> bool:
@@ -1418,21 +1463,7 @@ def _mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: 
     for claim, _details in delivered:
         check_edge(claim.status, Status.DELIVERED)
     if connection.vendor != "postgresql":
-        for claim, details in delivered:
-            if not transition(
-                claim.submission_id,
-                claim.status,
-                Status.DELIVERED,
-                reason="delivered",
-                actor="system:delivery",
-                now=now,
-                details=details,
-                where={"delivery_attempts": claim.attempt},
-                queue_name=claim.queue or None,
-                delivered_at=now,
-                next_delivery_at=None,
-            ):
-                _record_late_answer(claim, details, now)
+        _locking_mark_delivered(delivered, now)
         return
     params: dict[str, Any] = {
         "ids": [c.submission_id for c, _ in delivered],
@@ -1449,6 +1480,45 @@ def _mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: 
             log_transition(
                 claim.submission_id, claim.status, Status.DELIVERED, "delivered", "system:delivery", claim.queue or None
             )
+        else:
+            _record_late_answer(claim, details, now)
+
+
+def _locking_mark_delivered(delivered: list[tuple[DeliveryClaim, dict[str, Any]]], now: datetime) -> None:
+    """``_mark_delivered`` on MySQL/MariaDB and SQLite: lock the rows, keep those still in the state and
+    attempt their claim made, move them with one UPDATE and write their events with one INSERT."""
+    claims = {claim.submission_id: (claim, details) for claim, details in delivered}
+    with transaction.atomic():
+        current = (
+            Submission.objects.select_for_update()
+            .filter(pk__in=list(claims))
+            .order_by("pk")
+            .values_list("pk", "status", "delivery_attempts")
+        )
+        done = [
+            pk
+            for pk, status, attempts in current
+            if (claims[pk][0].status, claims[pk][0].attempt) == (status, attempts)
+        ]
+        if done:
+            Submission.objects.filter(pk__in=done).update(
+                status=Status.DELIVERED, delivered_at=now, next_delivery_at=None, updated_at=now
+            )
+            SubmissionEvent.objects.bulk_create(
+                SubmissionEvent(
+                    submission_id=pk,
+                    from_status=claims[pk][0].status,
+                    to_status=Status.DELIVERED,
+                    reason="delivered",
+                    actor="system:delivery",
+                    created_at=now,
+                    details=claims[pk][1],
+                )
+                for pk in done
+            )
+    for pk, (claim, details) in claims.items():
+        if pk in done:
+            log_transition(pk, claim.status, Status.DELIVERED, "delivered", "system:delivery", claim.queue or None)
         else:
             _record_late_answer(claim, details, now)
 

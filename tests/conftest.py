@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -254,3 +255,74 @@ def stored_files() -> list[str]:
 
     walk("submissions")
     return sorted(found)
+
+
+# --- Redis ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database for tests of what production keeps in its shared cache (the scoring bell).
+
+    ``GRADEQUEUE_TEST_REDIS_URL`` names one (CI, and anyone running the suite against their services); it
+    must answer, and must not be the broker's database, which the tests empty. Without it the tests start a
+    private ``redis-server`` of their own on a free loopback port. Without either, these tests are skipped,
+    saying so, because the embedded default (the in-process cache) has no shared bell to test; with
+    ``GRADEQUEUE_REQUIRE_REDIS=1`` (CI) they fail instead.
+    """
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    import redis
+    from django.conf import settings
+
+    from tests.processes import stop_group
+
+    configured = os.environ.get("GRADEQUEUE_TEST_REDIS_URL", "")
+    if configured:
+        broker = settings.CELERY_BROKER_URL
+        if broker.startswith(("redis://", "rediss://")) and broker.rstrip("/") == configured.rstrip("/"):
+            pytest.fail(f"GRADEQUEUE_TEST_REDIS_URL={configured} is the broker's database: give the tests another")
+        try:
+            redis.Redis.from_url(configured, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            pytest.fail(f"GRADEQUEUE_TEST_REDIS_URL={configured} does not answer: {exc}")
+        yield configured
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "needs Redis: install redis-server, or set GRADEQUEUE_TEST_REDIS_URL"
+        if os.environ.get("GRADEQUEUE_REQUIRE_REDIS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="gradequeue-test-redis-")
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", folder],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None:
+                    pytest.fail(f"redis-server exited with {process.returncode} on port {port}")
+                time.sleep(0.05)
+        else:
+            pytest.fail(f"redis-server did not answer on port {port}")
+        yield url
+    finally:
+        client.close()
+        stop_group(process, timeout=5)
+        shutil.rmtree(folder, ignore_errors=True)

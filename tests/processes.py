@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from urllib.parse import quote
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -17,3 +18,17 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def database_url() -> str:
+    """The test database, as a DATABASE_URL for another process (a server, a worker) the test starts."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    scheme, user, port = {"postgresql": ("postgres", "postgres", 5432), "mysql": ("mysql", "root", 3306)}[
+        connection.vendor
+    ]
+    auth = (db["USER"] or user) + (f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else "")
+    return f"{scheme}://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or port}/{db['NAME']}"

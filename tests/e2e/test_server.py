@@ -20,26 +20,15 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 
 from config import serve
 from grading.models import Queue, Role, Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
 from tests.lms import free_port
-from tests.processes import stop_group
+from tests.processes import database_url, stop_group
 from tests.xqclient import XQueueClient, grade, lms_body
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    """The test database, as a DATABASE_URL for another process."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    user = db["USER"] or "postgres"
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgres://{user}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @contextlib.contextmanager

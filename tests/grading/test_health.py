@@ -80,7 +80,7 @@ def test_not_ready_and_names_the_database_when_the_database_is_unreachable(
 ) -> None:
     # Point the default connection at a database that cannot be reached, for real, then put it back.
     connection.close()
-    if connection.vendor == "postgresql":
+    if connection.vendor in ("postgresql", "mysql"):
         monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
         monkeypatch.setitem(connection.settings_dict, "PORT", closed_port())
     else:

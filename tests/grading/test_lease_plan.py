@@ -7,10 +7,12 @@ before finding a waiting one: each lease got slower as the backlog drained.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from grading import lifecycle
 from grading.models import Status, Submission
@@ -35,19 +37,14 @@ def test_a_lease_reads_the_waiting_index_even_when_statistics_say_everything_wai
         cursor.execute("ANALYZE grading_submission")  # statistics: all 400 queued
     # Half of them handed out and graded since.
     Submission.objects.filter(pk__in=ids[:200]).update(status=Status.DELIVERED)
-    params = {
-        "queue_ids": [queue.pk],
-        "key": "k",
-        "expires": None,
-        "expires_iso": "",
-        "user_id": grader_user.pk,
-        "now": None,
-        "reason": "lease",
-        "actor": "user:grader",
-    }
+    # The parameters exactly as production binds them (the queue ids as array text, real times).
+    now = timezone.now()
+    params = lifecycle._pg_lease_params(
+        queue.pk, "k" * 43, now + timedelta(seconds=300), grader_user.pk, now, "lease", "user:grader"
+    )
     lease_plan = plan(lifecycle._PG_LEASE_SQL, params)
     assert "using sub_waiting on grading_submission" in lease_plan, lease_plan
-    length_plan = plan(lifecycle._PG_BOUNDED_LENGTH_SQL, {"queue_ids": [queue.pk], "limit": 1})
+    length_plan = plan(lifecycle._PG_BOUNDED_LENGTH_SQL, lifecycle._pg_bounded_length_params(queue.pk, 1))
     assert "using sub_waiting on grading_submission" in length_plan, length_plan
     # And it hands out the oldest waiting one.
     lease = lifecycle.lease_next(queue, grader_user)

@@ -21,11 +21,12 @@ from tests.xqclient import grade
 
 pytestmark = pytest.mark.django_db
 
-# Session read + the lease statement on PostgreSQL. SQLite has no single-statement lease: it reads the
-# candidate, updates it conditionally (in a savepoint), writes the event, looks up the queue name for the
-# log line and reads the body.
-GET_SUBMISSION_QUERIES = {"postgresql": 2, "sqlite": 8}
-PUT_RESULT_QUERIES = {"postgresql": 2, "sqlite": 6}
+# Session read + the lease statement on PostgreSQL. MySQL/MariaDB and SQLite claim the candidate (SELECT ...
+# FOR UPDATE SKIP LOCKED), update it and write the event in one transaction, which inside the test's own
+# transaction is a savepoint and its release; put_result there is the conditional UPDATE and the event in
+# a savepoint, and the queue name for the log line.
+GET_SUBMISSION_QUERIES = {"postgresql": 2, "mysql": 6, "sqlite": 6}
+PUT_RESULT_QUERIES = {"postgresql": 2, "mysql": 6, "sqlite": 6}
 GET_QUEUELEN_QUERIES = 2  # session read + one COUNT
 
 

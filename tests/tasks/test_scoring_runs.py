@@ -6,7 +6,6 @@ uses as its shared cache.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,15 +23,13 @@ from tests.xqclient import grade, lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
-REDIS_URL = os.environ.get("GRADEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-
 
 @pytest.fixture
-def redis_cache(settings: Any) -> Iterator[Any]:
-    """The shared cache of production (Redis), so that the scoring bell is in use."""
+def redis_cache(settings: Any, redis_url: str) -> Iterator[Any]:
+    """The shared cache of production (Redis), so that the scoring bell is in use (``redis_url``: conftest)."""
     from django.core.cache import cache
 
-    settings.CACHES = {"default": {"BACKEND": "grading.rediscache.ResilientRedisCache", "LOCATION": REDIS_URL}}
+    settings.CACHES = {"default": {"BACKEND": "grading.rediscache.ResilientRedisCache", "LOCATION": redis_url}}
     cache.clear()
     lifecycle.forget_scoring_bell()
     yield cache

@@ -13,25 +13,17 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 
 from grading import lifecycle
 from grading.models import Status, Submission
 from tests.e2e.test_pipeline import wait_for
 from tests.lms import Callback, FakeLMS
+from tests.processes import database_url
 from tests.tasks.test_delivery import graded_submission, status_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def start_worker_process() -> subprocess.Popen[bytes]:
