@@ -7,6 +7,7 @@ before finding a waiting one: each lease got slower as the backlog drained.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -51,3 +52,41 @@ def test_a_lease_reads_the_waiting_index_even_when_statistics_say_everything_wai
     assert lease is not None and lease.submission_id == ids[200]
     assert lifecycle.queue_length(queue.pk, limit=1) == 1
     assert lifecycle.queue_length(queue.pk) == 199
+
+
+# ANALYZE TABLE commits on MySQL: this test cannot live inside a transaction that is rolled back.
+@pytest.mark.django_db(transaction=True)
+def test_on_mysql_a_lease_claims_through_the_waiting_index_migration_0005_made(
+    queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    if connection.vendor != "mysql":
+        pytest.skip("this plan is MySQL's and MariaDB's (PostgreSQL's is above; SQLite has no row locks)")
+    from django.test.utils import CaptureQueriesContext
+
+    ids = [submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/cb/{i}").pk for i in range(400)]
+    Submission.objects.filter(pk__in=ids[:200]).update(status=Status.DELIVERED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE TABLE grading_submission")
+    with CaptureQueriesContext(connection) as captured:
+        lease = lifecycle.lease_next(queue, grader_user)
+    assert lease is not None and lease.submission_id == ids[200]
+    # The claim exactly as production sent it (mysqlclient reports the statement with its parameters bound).
+    (claim,) = [q["sql"] for q in captured.captured_queries if "FOR UPDATE SKIP LOCKED" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN FORMAT=JSON " + claim.replace("%", "%%"))
+        explained = cursor.fetchone()[0]
+    block = json.loads(explained)["query_block"]
+    table = block["table"] if "table" in block else block["nested_loop"][0]["table"]
+    assert (table["table_name"], table["key"], table["used_key_parts"]) == (
+        "grading_submission",
+        "sub_waiting",
+        ["queue_id", "status"],
+    ), explained
+    assert "filesort" not in explained, explained  # the index gives the order: the first entry is the oldest
+    if connection.mysql_is_mariadb:
+        # Run for real: one row read, the oldest waiting one, not the 200 handed out before it.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE FORMAT=JSON " + claim.replace("%", "%%"))
+            analyzed = json.loads(cursor.fetchone()[0])["query_block"]
+        table = analyzed["table"] if "table" in analyzed else analyzed["nested_loop"][0]["table"]
+        assert table["r_rows"] == 1, analyzed
