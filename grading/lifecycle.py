@@ -636,8 +636,8 @@ def _locking_lease(
 
     MySQL and MariaDB claim the oldest waiting row with ``SELECT ... FOR UPDATE SKIP LOCKED`` through the
     index migration 0005 gives them (``_MY_LEASE_CLAIM_SQL``), so that concurrent pulls take different rows
-    without waiting on each other. SQLite ignores the lock clause: its IMMEDIATE transactions take the database's write lock up front,
-    so claims are serialised and the oldest waiting row is still this transaction's to take.
+    without waiting on each other. SQLite ignores the lock clause: its IMMEDIATE transactions take the
+    database's write lock up front, so claims are serialised and the oldest waiting row is this one's to take.
     """
     check_edge(Status.QUEUED, Status.PULLED)
     with transaction.atomic():
