@@ -13,12 +13,17 @@ RUN groupadd --system --gid 10001 gradequeue \
     && useradd --system --uid 10001 --gid gradequeue --home-dir /app --shell /usr/sbin/nologin gradequeue
 
 # Dependencies first, in a layer of their own read from pyproject.toml alone, so that a code change does not
-# reinstall them; then the project itself without dependencies.
+# reinstall them; then the project itself without dependencies. They include the "mysql" extra, so that one
+# image serves DATABASE_URL=mysql://... too: mysqlclient is built against MariaDB's client library, whose
+# compiler and headers leave again in the same layer while the library stays.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmariadb3 build-essential pkg-config libmariadb-dev \
+    && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['mysql']))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && apt-get purge -y --auto-remove build-essential pkg-config libmariadb-dev \
+    && rm -rf /var/lib/apt/lists/* /tmp/requirements.txt
 COPY README.md celery_app.py manage.py ./
 COPY config ./config
 COPY grading ./grading

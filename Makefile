@@ -15,6 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e ".[dev]"
 	touch $@
 
+# With DATABASE_URL=mysql://... the MySQL/MariaDB driver too (the "mysql" extra; pyproject.toml says what
+# building it needs). The SQLite default needs nothing more.
+ifneq ($(filter mysql://%,$(DATABASE_URL)),)
+$(VENV)/.installed-mysql: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -e ".[dev,mysql]"
+	touch $@
+
+install: $(VENV)/.installed-mysql
+endif
+
 install: $(VENV)/.installed
 
 migrate: install
