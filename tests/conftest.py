@@ -17,6 +17,18 @@ LMS_PASSWORD = "lms-password-1"
 GRADER_PASSWORD = "grader-password-1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _on_the_expected_database() -> None:
+    """CI names the database each run is meant for (GRADEQUEUE_TEST_EXPECT_DATABASE): a run that fell back to
+    another (a lost DATABASE_URL) fails instead of passing on the wrong one."""
+    from django.conf import settings
+
+    expected = os.environ.get("GRADEQUEUE_TEST_EXPECT_DATABASE", "")
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if expected and engine.rsplit(".", 1)[-1].removesuffix("3") != expected:
+        pytest.exit(f"GRADEQUEUE_TEST_EXPECT_DATABASE={expected}, but the tests would run on {engine}", returncode=3)
+
+
 def make_account(username: str, password: str, role: str, *queues: Queue) -> Any:
     user = get_user_model().objects.create_user(username=username, password=password)
     for queue in queues:
