@@ -9,8 +9,12 @@ every database, except where a database's locking differs by design, and then th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -324,3 +328,37 @@ def test_text_round_trips_byte_for_byte(queue: Queue, lms_user: Any, grader_user
     assert json.loads(claims[0].lms_header)["lms_key"] == text[:64]
     row = Submission.objects.get(pk=submission.pk)
     assert (row.body.encode(), row.grader_reply.encode(), row.lms_key) == (text.encode(), reply.encode(), text[:64])
+
+
+def test_a_mysql_url_selects_mysql_with_utf8mb4_strict_mode_and_read_committed() -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADEQUEUE_", "DJANGO_", "PYTEST", "DATABASE"))}
+    env.update({"GRADEQUEUE_DEV": "1", "DJANGO_SETTINGS_MODULE": "config.settings"})
+    env["DATABASE_URL"] = "mysql://grading:s%40cret@db.example.org:3307/gq"
+    code = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        "print(json.dumps([settings.DATABASES['default'], settings.SILENCED_SYSTEM_CHECKS]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    database, silenced = json.loads(result.stdout)
+    assert {k: database[k] for k in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "CONN_MAX_AGE")} == {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "gq",
+        "USER": "grading",
+        "PASSWORD": "s@cret",
+        "HOST": "db.example.org",
+        "PORT": 3307,
+        "CONN_MAX_AGE": 600,
+    }
+    assert database["OPTIONS"] == {
+        "charset": "utf8mb4",
+        "isolation_level": "read committed",
+        "init_command": "SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
+    }
+    assert database["TEST"]["CHARSET"] == "utf8mb4"
+    assert database["TEST"]["COLLATION"] == "utf8mb4_bin"
+    assert database["CONN_HEALTH_CHECKS"] is False
+    assert silenced == ["models.W037"]  # MySQL ignores index conditions: migration 0005 makes its own indexes
