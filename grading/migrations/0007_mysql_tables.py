@@ -13,8 +13,6 @@ Nothing happens on PostgreSQL or SQLite, and the model state does not change.
 
 from django.db import migrations
 
-TABLES = ("grading_queue", "grading_queuegrant", "grading_submission", "grading_submissionevent", "grading_queuesample")
-
 INDEXES = {
     # name: (MySQL's column list, what Django made of the partial index)
     "sub_waiting": ("queue_id, status, id", "queue_id, id"),
@@ -32,7 +30,9 @@ def forwards(apps, schema_editor):
     if connection.vendor != "mysql":
         return
     collation = binary_collation(connection)
-    for table in TABLES:
+    with connection.cursor() as cursor:
+        tables = [t for t in connection.introspection.table_names(cursor) if t.startswith("grading_")]
+    for table in tables:
         schema_editor.execute(f"ALTER TABLE {table} CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}")
     for name, (columns, _django) in INDEXES.items():
         schema_editor.execute(f"ALTER TABLE grading_submission DROP INDEX {name}, ADD INDEX {name} ({columns})")
@@ -49,6 +49,6 @@ class Migration(migrations.Migration):
     # MySQL cannot roll DDL back; each ALTER stands alone.
     atomic = False
 
-    dependencies = [("grading", "0004_fewer_indexes")]
+    dependencies = [("grading", "0006_encrypt_push_password")]
 
     operations = [migrations.RunPython(forwards, backwards, elidable=False)]
