@@ -12,8 +12,8 @@ Each counter lives for ``LOGIN_THROTTLE_SECONDS`` from its first failure, then s
 nothing is ever locked for good. A successful login clears its (account, address) counter, not its address's.
 
 **Atomic.** A password check first *reserves* a slot on both counters (one ``INSERT ... ON CONFLICT DO UPDATE
-... WHERE count < limit RETURNING`` statement for both, atomic on PostgreSQL and SQLite) and is refused
-unchecked when either is full;
+... WHERE count < limit RETURNING`` statement for both, atomic on PostgreSQL and SQLite; on MySQL/MariaDB the
+same in one transaction holding the rows' locks) and is refused unchecked when either is full;
 a failed check keeps its slot as the failure, a successful one gives it back. So N parallel guesses against a
 limit of L get at most L password checks, however they interleave. (django-axes checks the lock before the
 password and counts the failure after it: 32 parallel wrong guesses against its limit of 10 got 32 password
@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 
 from grading.conf import setting
@@ -92,6 +92,45 @@ def retry_after(username: str, address: str) -> int:
 def _take(limits: list[tuple[str, int]], now: float, window: int) -> dict[str, tuple[int, float]]:
     """Add one to each counter of ``limits`` that is below its limit (or whose window has ended: it starts
     again at 1), in one statement; {key: (new count, window end)} of the counters that took it."""
+    take = _take_mysql if connection.vendor == "mysql" else _take_returning
+    taken = take(limits, now, window)
+    if any(window_ends == now + window for _, window_ends in taken.values()):
+        # A new window: a good moment to forget the counters whose window has ended.
+        LoginFailureCounter.objects.filter(window_ends__lte=now).delete()
+    return taken
+
+
+def _take_mysql(limits: list[tuple[str, int]], now: float, window: int) -> dict[str, tuple[int, float]]:
+    """``_take`` on MySQL/MariaDB, which have neither ON CONFLICT ... WHERE nor RETURNING: in one transaction,
+    make sure both rows exist (a no-op upsert, which locks them), read them locked, and write the counters
+    that take a slot. Concurrent calls queue on the row locks, so each sees the counts the one before left."""
+    keys = [key for key, _ in limits]
+    taken: dict[str, tuple[int, float]] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TABLE} (`key`, count, window_ends) VALUES "  # noqa: S608 (a constant name)
+            + ", ".join(["(%s, 0, %s)"] * len(keys))
+            + " ON DUPLICATE KEY UPDATE `key` = `key`",
+            [value for key in keys for value in (key, now + window)],
+        )
+        cursor.execute(
+            f"SELECT `key`, count, window_ends FROM {TABLE} WHERE `key` IN ({', '.join(['%s'] * len(keys))}) "  # noqa: S608
+            "FOR UPDATE",
+            keys,
+        )
+        current = {key: (int(count), float(ends)) for key, count, ends in cursor.fetchall()}
+        for key, limit in limits:
+            count, ends = current[key]
+            if ends <= now or count == 0:
+                taken[key] = (1, now + window)
+            elif count < limit:
+                taken[key] = (count + 1, ends)
+        for key, (count, ends) in taken.items():
+            cursor.execute(f"UPDATE {TABLE} SET count = %s, window_ends = %s WHERE `key` = %s", [count, ends, key])  # noqa: S608
+    return taken
+
+
+def _take_returning(limits: list[tuple[str, int]], now: float, window: int) -> dict[str, tuple[int, float]]:
     rows = ", ".join(["(%s, 1, %s)"] * len(limits))
     limit_of = " ".join(["WHEN %s THEN %s"] * len(limits))
     with connection.cursor() as cursor:
@@ -107,11 +146,7 @@ def _take(limits: list[tuple[str, int]], now: float, window: int) -> dict[str, t
             + [now, now, now]
             + [value for key, limit in limits for value in (key, limit)],
         )
-        taken = {key: (int(count), float(window_ends)) for key, count, window_ends in cursor.fetchall()}
-    if any(window_ends == now + window for _, window_ends in taken.values()):
-        # A new window: a good moment to forget the counters whose window has ended.
-        LoginFailureCounter.objects.filter(window_ends__lte=now).delete()
-    return taken
+        return {key: (int(count), float(window_ends)) for key, count, window_ends in cursor.fetchall()}
 
 
 def _give_back(*keys: str) -> None:
