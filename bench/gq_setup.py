@@ -48,6 +48,31 @@ SELECT id, '', 'queued', 'submitted', 'user:lms', created_at, json_build_object(
 FROM subs
 """
 
+# The same rows on MySQL/MariaDB (no RETURNING there: the events are written from the rows just inserted).
+# MariaDB's sequence tables number the rows; MySQL 8 would need a recursive CTE instead.
+MYSQL_SEED_SQL = [
+    """
+INSERT INTO grading_submission
+    (queue_id, status, lms_header, lms_callback_url, callback_hash, lms_key, body, files, submitted_by_id,
+     created_at, updated_at, lease_key, attempts, grader_reply, lms_body, failure_reason, delivery_attempts)
+SELECT %(queue_id)s, 'queued',
+       JSON_OBJECT('lms_callback_url', url, 'lms_key', CONCAT('key-', n), 'queue_name', %(queue)s),
+       url, SHA2(url, 256), CONCAT('key-', n),
+       JSON_OBJECT(
+           'grader_payload', '{"grader": "bench.py"}',
+           'student_info', '{"anonymous_student_id": "bench", "submission_time": "20261125000000"}',
+           'student_response', CAST(n AS CHAR)),
+       '{}', %(lms_id)s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), '', 0, '', '', '', 0
+FROM (SELECT seq AS n, CONCAT('http://127.0.0.1:', %(port)s, '/cb/', seq) AS url FROM seq_0_to_%(last)s) AS numbered
+ORDER BY n
+""",
+    """
+INSERT INTO grading_submissionevent (submission_id, from_status, to_status, reason, actor, created_at, details)
+SELECT id, '', 'queued', 'submitted', 'user:lms', created_at, JSON_OBJECT('queue', %(queue)s)
+FROM grading_submission WHERE queue_id = %(queue_id)s ORDER BY id
+""",
+]
+
 
 def main() -> None:
     graders, backlog, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -61,14 +86,21 @@ def main() -> None:
         user = users.filter(username=username).first() or users.create_user(username, password="bench-password")
         QueueGrant.objects.get_or_create(user=user, queue=queue, role=role)
     lms_id = users.get(username="lms").pk
-    if backlog:
+    params = {"queue_id": queue.pk, "queue": queue_name, "lms_id": lms_id, "port": str(port), "last": backlog - 1}
+    if backlog and connection.vendor == "mysql":
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                SEED_SQL,
-                {"queue_id": queue.pk, "queue": queue_name, "lms_id": lms_id, "port": str(port), "last": backlog - 1},
-            )
+            # A table name cannot be a parameter: the sequence table's bound is put in as an integer.
+            cursor.execute(MYSQL_SEED_SQL[0].replace("%(last)s", str(int(backlog - 1))), params)
+            cursor.execute(MYSQL_SEED_SQL[1], params)
+    elif backlog:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(SEED_SQL, params)
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+        if connection.vendor == "mysql":
+            cursor.execute("ANALYZE TABLE grading_submission, grading_submissionevent")
+            cursor.fetchall()
+        else:
+            cursor.execute("VACUUM ANALYZE")
     print(f"gradequeue: {len(accounts)} accounts, backlog {backlog}")
 
 

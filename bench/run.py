@@ -32,12 +32,15 @@ ROOT = BENCH.parent
 GQ_VENV = ROOT / ".venv" / "bin"
 EDX_VENV = BENCH / ".venv-edx" / "bin"
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+# MariaDB (or MySQL) for the "mariadb" contestant: gradequeue itself, on that database instead of PostgreSQL.
+MY = os.environ.get("BENCH_MYSQL", "mysql://root@127.0.0.1:3306")
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/gq_bench")
 CACHE = os.environ.get("BENCH_CACHE", "redis://127.0.0.1:6379/11")
 PREFIX = os.environ.get("BENCH_DB_PREFIX", "gq_bench_")
 HOST = "127.0.0.1"
-PORTS = {"gradequeue": 28141, "edx": 28142, "constant": 28143}
-CALLBACK_PORT = 28149
+PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "28141"))
+PORTS = {"gradequeue": PORT_BASE, "mariadb": PORT_BASE, "edx": PORT_BASE + 1, "constant": PORT_BASE + 2}
+CALLBACK_PORT = PORT_BASE + 8
 MAX_GRADERS = 16
 
 
@@ -50,6 +53,7 @@ def _schema_tag() -> str:
 TEMPLATE_VERSION = f"bench-template-v3-{_schema_tag()}"
 LABELS = {
     "gradequeue": "gradequeue",
+    "mariadb": "gradequeue on MariaDB",
     "edx": "edx-submissions 4.0.2",
     "constant": "constant Django view (limit)",
     "pgloop": "PostgreSQL claim loop (limit)",
@@ -94,10 +98,12 @@ def workloads(quick: bool) -> list[Workload]:
         # what it graded (graded/s), and only what it handed out counts towards lost.
         Workload("drain-2000-g1", 2000, 1, everyone, time_limit=60),
         Workload("drain-2000-g4", 2000, 4, everyone, time_limit=60),
-        Workload("drain-2000-g16", 2000, 16, everyone, time_limit=60),
+        Workload("drain-2000-g16", 2000, 16, (*everyone, "mariadb"), time_limit=60),
         # How cost grows with the backlog: the same 16 graders in front of 100 000 waiting submissions, bounded
         # to the first 3 000 grades (or 60 s).
-        Workload("drain-100000-g16", 100000, 16, ("gradequeue", "edx", "pgloop"), stop_after=3000, time_limit=60),
+        Workload(
+            "drain-100000-g16", 100000, 16, ("gradequeue", "edx", "pgloop", "mariadb"), stop_after=3000, time_limit=60
+        ),
         # The LMS submits 10 a second while 4 graders poll (sleeping 1 s after an empty poll, as the watcher).
         Workload("live-10ps-g4", 0, 4, ("gradequeue",), live_rate=10, live_count=300, time_limit=60),
         # The same two with get_submission answering an empty queue at once (GRADEQUEUE_EMPTY_POLL_WAIT=0)
@@ -161,10 +167,35 @@ def template_for(contestant: str, backlog: int, log: Path) -> str:
     return name
 
 
-def gq_env(db: str) -> dict[str, str]:
+def mysql(sql: str, db: str = "") -> str:
+    from urllib.parse import urlparse
+
+    url = urlparse(MY)
+    cmd = ["mysql", "-h", url.hostname or "127.0.0.1", "-P", str(url.port or 3306), "-u", url.username or "root"]
+    env = {**os.environ, "MYSQL_PWD": url.password or ""}
+    out = subprocess.run([*cmd, "-N", "-B", "-e", sql, db], check=True, capture_output=True, text=True, env=env)
+    return out.stdout.strip()
+
+
+def mariadb_database(name: str, backlog: int, log: Path) -> None:
+    """A fresh gradequeue database on MariaDB for one run: MariaDB has no template databases, so each run
+    migrates and seeds its own (outside the measured time)."""
+    mysql(f"DROP DATABASE IF EXISTS `{name}`")
+    mysql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    with open(log, "a") as fh:
+        subprocess.run(
+            [GQ_VENV / "python", BENCH / "gq_setup.py", str(MAX_GRADERS), str(backlog), str(CALLBACK_PORT)],
+            env=gq_env(name, MY),
+            check=True,
+            stdout=fh,
+            stderr=fh,
+        )
+
+
+def gq_env(db: str, server: str = PG) -> dict[str, str]:
     return {
         **os.environ,
-        "DATABASE_URL": f"{PG}/{db}",
+        "DATABASE_URL": f"{server}/{db}",
         "CELERY_BROKER_URL": BROKER,
         "CACHE_URL": CACHE,
         "DJANGO_SECRET_KEY": "benchmark-only-secret-key-not-for-deployment",
@@ -241,7 +272,8 @@ def cpu_snapshot(roles: dict[int, str], db: str | None) -> dict[tuple[str, int],
 
     Its own processes are every process in the sessions it started (Granian's workers, Celery's), and its
     database's are the PostgreSQL backends connected to its database (persistent connections, so the
-    backends of a run live through it).
+    backends of a run live through it). MariaDB serves every database from one process, shared with anything
+    else on the machine: its CPU is left out (``db`` None).
     """
     snapshot: dict[tuple[str, int], float] = {}
     for entry in os.listdir("/proc"):
@@ -285,9 +317,9 @@ class Contestant:
             port_free(PORTS[self.name])
         # Every HTTP contestant is served by gradequeue's own server configuration (config/serve.py).
         serve = ROOT / "config" / "serve.py"
-        if self.name == "gradequeue":
+        if self.name in ("gradequeue", "mariadb"):
             assert self.db
-            env = {**gq_env(self.db), **self.env}
+            env = {**gq_env(self.db, MY if self.name == "mariadb" else PG), **self.env}
             subprocess.run(
                 [GQ_VENV / "celery", "-A", "celery_app", "purge", "-f", "-Q", "gradequeue-bench"],
                 env=env,
@@ -405,6 +437,9 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
         if contestant in ("gradequeue", "edx"):
             db = f"{PREFIX}run_{contestant}"
             recreate(db, template_for(contestant, wl.backlog, log))
+        elif contestant == "mariadb":
+            db = f"{PREFIX}run_mariadb"
+            mariadb_database(db, wl.backlog, log)
         server = Contestant(contestant, db, logdir, wl.env)
         cmd = [
             sys.executable,
@@ -428,13 +463,14 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
             cmd += ["--expect", str(wl.backlog)]
             if wl.stop_after:
                 cmd += ["--stop-after", str(wl.stop_after)]
-        if contestant != "gradequeue":
+        if contestant not in ("gradequeue", "mariadb"):
             cmd += ["--no-callbacks"]
         if contestant == "constant":
             cmd += ["--constant"]
         cmd += wl.extra
     lines: list[str] = []
     cpu: dict[str, float] = {}
+    pg_db = db if contestant != "mariadb" else None
     try:
         if server:
             server.start()
@@ -448,10 +484,10 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
                 lines.append(line)
                 if line.startswith("#ready") and server:
                     # Counted from the moment every grader has logged in (as the load generator's clock).
-                    before = cpu_snapshot(server.roles, server.db)
+                    before = cpu_snapshot(server.roles, pg_db)
             # The load generator has waited for the last callback: the servers' work for this run is done.
             if server:
-                cpu = cpu_used(before, cpu_snapshot(server.roles, server.db))
+                cpu = cpu_used(before, cpu_snapshot(server.roles, pg_db))
             proc.wait()
             watchdog.cancel()
     finally:
@@ -477,6 +513,8 @@ def db_summary(contestant: str, db: str) -> dict[str, int]:
     """Where the submissions ended up, read from the contestant's own tables after the run."""
     if contestant == "gradequeue":
         rows = psql("SELECT status, count(*) FROM grading_submission GROUP BY status", db)
+    elif contestant == "mariadb":
+        rows = mysql("SELECT status, count(*) FROM grading_submission GROUP BY status", db).replace("\t", "|")
     else:
         rows = psql("SELECT status, count(*) FROM submissions_externalgraderdetail GROUP BY status", db)
     return {s: int(c) for s, c in (line.split("|") for line in rows.splitlines() if line)}
@@ -571,7 +609,7 @@ def main() -> int:
         names = set(args.workloads.split(","))
         chosen = [w for w in chosen if w.name in names]
     only = set(args.only.split(",")) if args.only else set(LABELS)
-    if "gradequeue" in only:
+    if only & {"gradequeue", "mariadb"}:
         ensure_broker()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = BENCH / "results"
