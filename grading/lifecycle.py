@@ -999,8 +999,16 @@ def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[
     if connection.vendor == "postgresql":
         return _pg_score(_PG_SCORE_BATCH_SELECT, {"limit": limit}, actor)
     waiting = Submission.objects.filter(status=Status.RETURNED).order_by("updated_at")
-    ids = list(waiting.values_list("pk", flat=True)[:limit])
-    return len(ids), _score_each(ids, actor)
+    try:
+        # MySQL/MariaDB and SQLite: the batch in one locking transaction (SKIP LOCKED where there are row locks).
+        return _locking_score(waiting.select_for_update(skip_locked=True)[:limit], actor)
+    except TRANSIENT_DB_ERRORS:
+        raise
+    except Exception:
+        # As on PostgreSQL: the batch rolled back, its rows are scored one at a time, the one that raises alone.
+        ids = list(waiting.values_list("pk", flat=True)[:limit])
+        logger.warning("scoring a batch of %d replies raised; scoring them one at a time", len(ids), exc_info=True)
+        return len(ids), _score_each(ids, actor)
 
 
 def _locking_score(returned: Any, actor: str) -> tuple[int, list[DeliveryClaim]]:

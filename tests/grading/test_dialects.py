@@ -267,7 +267,7 @@ def test_a_delivery_is_recorded_only_for_the_attempt_its_claim_made(
     old = by_id[stale]
     stale_claim = DeliveryClaim(stale, old.status, old.attempt + 1, old.callback_url, "", "", old.started_at, "")
     outcomes = lifecycle.record_deliveries([(by_id[current], 200, "", 5), (stale_claim, 200, "", 5)])
-    assert outcomes == [DeliveryOutcome.DELIVERED, DeliveryOutcome.DELIVERED]  # what the LMS answered
+    assert outcomes == [(DeliveryOutcome.DELIVERED, None)] * 2  # what the LMS answered
     assert statuses(current, stale) == ["delivered", "graded"]
     event = SubmissionEvent.objects.filter(submission_id=current).last()
     assert event is not None
