@@ -49,6 +49,6 @@ class Migration(migrations.Migration):
     # MySQL cannot roll DDL back; each ALTER stands alone.
     atomic = False
 
-    dependencies = [("grading", "0007_apitoken")]
+    dependencies = [("grading", "0008_xqueueimport")]
 
     operations = [migrations.RunPython(forwards, backwards, elidable=False)]
