@@ -150,7 +150,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     # MySQL 8 / MariaDB >= 10.6 (mysqlclient). utf8mb4 on the connection, so that 4-byte characters (emoji)
     # arrive whole; strict mode, so that a value a column cannot hold is an error instead of being cut or
     # mangled; READ COMMITTED (Django's default for MySQL, said here because the lease relies on it: no gap
-    # locks, so one grader's SKIP LOCKED claim never waits on another's). Migration 0009 gives gradequeue's
+    # locks, so one grader's SKIP LOCKED claim never waits on another's). Migration 0010 gives gradequeue's
     # tables utf8mb4 with a binary collation, whatever the database's default, and the indexes that stand in
     # for PostgreSQL's partial ones (hence the silenced warning that MySQL ignores index conditions).
     DATABASES["default"]["OPTIONS"] = {

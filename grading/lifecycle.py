@@ -619,7 +619,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
 # MySQL's and MariaDB's claim names its index: with few rows, or statistics that say most rows wait, their
 # optimizers walk the primary key (or scan and sort) instead, reading every submission already handed out
 # before the first waiting one (EXPLAIN in tests/grading/test_lease_plan.py). sub_waiting is (queue_id, status,
-# id) there (migration 0009): the range's entries come in id order, and the first one not locked is the claim.
+# id) there (migration 0010): the range's entries come in id order, and the first one not locked is the claim.
 _MY_LEASE_CLAIM_SQL = """
 SELECT id, attempts, body, files FROM grading_submission FORCE INDEX (sub_waiting)
 WHERE queue_id = %s AND status = 'queued'
@@ -635,7 +635,7 @@ def _locking_lease(
     """The lease on MySQL/MariaDB and SQLite: claim, update and event in one transaction.
 
     MySQL and MariaDB claim the oldest waiting row with ``SELECT ... FOR UPDATE SKIP LOCKED`` through the
-    index migration 0009 gives them (``_MY_LEASE_CLAIM_SQL``), so that concurrent pulls take different rows
+    index migration 0010 gives them (``_MY_LEASE_CLAIM_SQL``), so that concurrent pulls take different rows
     without waiting on each other. SQLite ignores the lock clause: its IMMEDIATE transactions take the
     database's write lock up front, so claims are serialised and the oldest waiting row is this one's to take.
     """

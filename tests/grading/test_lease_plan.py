@@ -56,7 +56,7 @@ def test_a_lease_reads_the_waiting_index_even_when_statistics_say_everything_wai
 
 # ANALYZE TABLE commits on MySQL: this test cannot live inside a transaction that is rolled back.
 @pytest.mark.django_db(transaction=True)
-def test_on_mysql_a_lease_claims_through_the_waiting_index_migration_0009_made(
+def test_on_mysql_a_lease_claims_through_the_waiting_index_migration_0010_made(
     queue: Any, lms_user: Any, grader_user: Any
 ) -> None:
     if connection.vendor != "mysql":

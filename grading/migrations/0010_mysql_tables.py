@@ -49,6 +49,6 @@ class Migration(migrations.Migration):
     # MySQL cannot roll DDL back; each ALTER stands alone.
     atomic = False
 
-    dependencies = [("grading", "0008_xqueueimport")]
+    dependencies = [("grading", "0009_supersede_within_queue_and_account")]
 
     operations = [migrations.RunPython(forwards, backwards, elidable=False)]
