@@ -28,6 +28,8 @@ COPY README.md celery_app.py manage.py ./
 COPY config ./config
 COPY grading ./grading
 COPY tasks ./tasks
+# The grader SDK's package: the server imports its message definitions (gradequeue_grader.protocol).
+COPY grader/gradequeue_grader ./grader/gradequeue_grader
 RUN pip install --no-deps . \
     && DJANGO_SECRET_KEY=build-only GRADEQUEUE_DEV=1 python manage.py collectstatic --noinput \
     && mkdir -p /app/var/media \

@@ -52,10 +52,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from gradequeue_grader.protocol import GRADE_TASK, RECORD_TASK
+
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "bench-push-latency"
-GRADE_TASK = "gradequeue.grade"
-RECORD_TASK = "grading.record_result"
 DISPATCH_TASK = "grading.dispatch"
 SCORE_TASK = "grading.score_returned"
 TARGET_P50_MS = 50.0

@@ -4,10 +4,10 @@ for a grader to pull it.
 A queue's ``mode`` chooses how:
 
 ``celery``
-    Each submission becomes a Celery task message (task name ``gradequeue.grade``) on the broker queue
-    named after the gradequeue queue. A grader is a Celery worker consuming that queue (``gradequeue_grader``
-    ships one); it hands its reply back through the broker as a ``grading.record_result`` task message on
-    gradequeue's own queue. Graders need broker access only, no HTTP.
+    Each submission becomes a Celery task message (``gradequeue_grader.protocol.GRADE_TASK``) on the broker
+    queue named after the gradequeue queue. A grader is a Celery worker consuming that queue (the
+    ``gradequeue-grader`` distribution in ``grader/`` ships one); it hands its reply back through the broker
+    as a ``protocol.RECORD_TASK`` task message on gradequeue's own queue. Graders need broker access only, no HTTP.
 ``http``
     Each submission is POSTed to ``Queue.push_url`` as the reference's raw JSON
     ``{"xqueue_body": ..., "xqueue_files": ...}``; the HTTP 200 body is the grade. Transient failures are
@@ -33,13 +33,13 @@ import time
 import requests
 from django.db import transaction
 
+from gradequeue_grader.protocol import GRADE_TASK, ReplyRoute, grade_message
 from grading import files, lifecycle, secretbox
 from grading.conf import setting
 from grading.models import Queue, QueueMode, Status, Submission
 
 logger = logging.getLogger("grading.push")
 
-GRADE_TASK = "gradequeue.grade"
 PUSH_HTTP_TASK = "grading.push_http"
 DISPATCH_ACTOR = "system:dispatch"
 
@@ -57,7 +57,7 @@ def _file_urls(stored: dict[str, str]) -> str:
     return json.dumps(files.urls_for(stored, base_url))
 
 
-def reply_route() -> dict[str, str]:
+def reply_route() -> ReplyRoute:
     """Where a Celery grader sends its reply: gradequeue's own task queue, through its direct exchange.
 
     Celery workers declare that exchange, bound to the queue under the queue's name, so a grader can
@@ -92,13 +92,9 @@ def _send(queue: Queue, lease: lifecycle.Lease) -> None:
     if queue.mode == QueueMode.CELERY:
         app.send_task(
             GRADE_TASK,
-            kwargs={
-                "submission_id": lease.submission_id,
-                "submission_key": lease.key,
-                "xqueue_body": lease.body,
-                "xqueue_files": _file_urls(lease.files),
-                "reply_to": reply_route(),
-            },
+            kwargs=dict(
+                grade_message(lease.submission_id, lease.key, lease.body, _file_urls(lease.files), reply_route())
+            ),
             queue=broker_queue_name(queue),
             # A message still waiting when its lease ends is dropped by the grader's worker unrun: by
             # then the submission has been (or will be) dispatched again under a new key.

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import InterfaceError, OperationalError
 
 from celery_app import app
+from gradequeue_grader.protocol import RECORD_TASK
 from grading import delivery, lifecycle, push
 
 # Only database hiccups are retried by Celery. LMS delivery keeps its own retry schedule in the database
@@ -70,9 +71,9 @@ def dispatch(queue_id: int) -> int:
     return push.dispatch(queue_id)
 
 
-@app.task(name="grading.record_result", soft_time_limit=20, time_limit=30, **COMMON)
+@app.task(name=RECORD_TASK, soft_time_limit=20, time_limit=30, **COMMON)
 def record_result(submission_id: int, submission_key: str, reply: str, grader: str = "") -> str:
-    """A Celery grader's reply, sent through the broker by ``gradequeue_grader``."""
+    """A Celery grader's reply (``gradequeue_grader.protocol.reply_args``), sent through the broker."""
     return push.record_result(submission_id, submission_key, reply, grader).value
 
 

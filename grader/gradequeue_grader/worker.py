@@ -17,8 +17,9 @@ on the broker queue named after that queue; this worker consumes it and sends th
 ``grading.record_result`` task message on gradequeue's own queue. Everything else — the lease, a late
 reply being refused, scoring, delivery to the LMS — happens in gradequeue.
 
-This module needs only Celery (no Django, no gradequeue settings), so a grader machine can run it from a
-plain ``pip install celery`` and a copy of this one file.
+The message names and shapes are :mod:`gradequeue_grader.protocol`'s, which gradequeue imports too. This
+package needs only Celery (no Django, no gradequeue settings): a grader machine installs it on its own
+(``pip install ./grader`` from a gradequeue checkout).
 """
 
 from __future__ import annotations
@@ -39,10 +40,7 @@ from celery import Celery
 from kombu import Exchange
 from kombu import Queue as BrokerQueue
 
-GRADE_TASK = "gradequeue.grade"
-RECORD_TASK = "grading.record_result"
-# Where replies go when a message does not say (messages from gradequeue always do).
-DEFAULT_REPLY_TO = {"exchange": "gradequeue", "routing_key": "gradequeue"}
+from gradequeue_grader.protocol import DEFAULT_REPLY_TO, GRADE_TASK, RECORD_TASK, ReplyRoute, reply_args
 
 logger = logging.getLogger("gradequeue_grader")
 
@@ -134,7 +132,7 @@ def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folde
     )
     named_exchanges = app.connection_for_write().transport.driver_type == "amqp"
 
-    def send_reply(reply_to: dict[str, str] | None, args: list[Any]) -> None:
+    def send_reply(reply_to: ReplyRoute | None, args: list[int | str]) -> None:
         route = reply_to or DEFAULT_REPLY_TO
         if named_exchanges:
             # Straight to gradequeue's exchange, declaring nothing: write permission on it is all it takes.
@@ -156,7 +154,7 @@ def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folde
         submission_key: str,
         xqueue_body: str,
         xqueue_files: str = "{}",
-        reply_to: dict[str, str] | None = None,
+        reply_to: ReplyRoute | None = None,
         **_ignored: Any,
     ) -> bool:
         content = {
@@ -169,7 +167,8 @@ def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folde
             logger.warning("submission %s: the grading function returned nothing; no reply sent", submission_id)
             return False
         reply = result if isinstance(result, str) else json.dumps(result)
-        send_reply(reply_to, [submission_id, submission_key, reply, self.request.hostname or socket.gethostname()])
+        grader = self.request.hostname or socket.gethostname()
+        send_reply(reply_to, reply_args(submission_id, submission_key, reply, grader))
         return True
 
     return app
@@ -225,7 +224,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     function = load_function(args.function)
     app = make_app(args.queue, function, args.broker, broker_folder=args.broker_folder)
     app.worker_main(worker_argv(args.queue, args.concurrency, args.pool, args.loglevel, args.hostname))
-
-
-if __name__ == "__main__":
-    main()
