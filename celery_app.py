@@ -21,6 +21,23 @@ app.conf.include = ["tasks.grading", "tasks.ops"]
 app.conf.CELERY_DB_REUSE_MAX = 10**9
 
 
+@signals.setup_logging.connect
+def _keep_django_logging(**_: Any) -> None:
+    """Logging is Django's LOGGING (config/settings.py: LOG_LEVEL, LOG_FORMAT) in the worker and beat too.
+
+    Without a receiver of this signal Celery configures logging itself and sets the root logger to its
+    ``--loglevel``, WARNING unless given: ``celery -A celery_app worker`` then dropped the INFO lines of
+    grading.lifecycle and grading.delivery. With one, Celery leaves logging alone (``--loglevel`` changes
+    nothing); Django configures it at setup, done here if this process has not done it yet.
+    """
+    from django.apps import apps
+
+    if not apps.ready:
+        import django
+
+        django.setup()
+
+
 @signals.task_postrun.connect
 def _close_old_connections(**_: Any) -> None:
     from django.db import close_old_connections

@@ -1,3 +1,4 @@
+import http.client
 import os
 import signal
 import subprocess
@@ -49,7 +50,6 @@ class Command(BaseCommand):
             name: subprocess.Popen(cmd, env=web_env if name == "web" else None)  # noqa: S603
             for name, cmd in commands.items()
         }
-        self.stdout.write(f"gradequeue is listening on http://{opts['host']}:{opts['port']}/xqueue/ (Ctrl-C stops)")
         stopping = False
 
         def stop(*_: Any) -> None:
@@ -58,13 +58,22 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        listening = False
         try:
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         self.stderr.write(f"{name} exited with status {proc.returncode}; stopping the others")
                         stopping = True
-                time.sleep(0.5)
+                if not stopping and not listening and answers(opts["host"], int(opts["port"])):
+                    # Said only once it is true: the web server takes seconds to start, and a grader started
+                    # on an earlier promise would spend its first requests (1 s timeouts) on a closed port.
+                    listening = True
+                    self.stdout.write(
+                        f"gradequeue is listening on http://{opts['host']}:{opts['port']}/xqueue/ (Ctrl-C stops)"
+                    )
+                    self.stdout.flush()
+                time.sleep(0.1 if not listening else 0.5)
         finally:
             for proc in procs.values():
                 if proc.poll() is None:
@@ -74,3 +83,15 @@ class Command(BaseCommand):
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def answers(host: str, port: int) -> bool:
+    """Whether the web server at host:port answers the protocol's status call now."""
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("GET", "/xqueue/status/")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
