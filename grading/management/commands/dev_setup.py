@@ -1,3 +1,4 @@
+import json
 import os
 from typing import Any
 
@@ -54,11 +55,21 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Database already has queues or accounts: development accounts left as they are.")
         self.stdout.write(
-            "\nConnect xqueue-watcher with a conf.d file like:\n"
-            f'  {{"{cfg["GRADEQUEUE_DEV_QUEUE"]}": {{"SERVER": "{opts["base_url"]}", '
-            f'"AUTH": ["{cfg["GRADEQUEUE_DEV_GRADER_USER"]}", "{cfg["GRADEQUEUE_DEV_GRADER_PASSWORD"]}"], '
-            '"CONNECTIONS": 1, "HANDLERS": [{"HANDLER": "xqueue_watcher.grader.Grader", '
-            '"KWARGS": {"grader_root": "/path/to/graders"}}]}}\n'
-            f"The LMS (XQUEUE_INTERFACE) uses url {opts['base_url']}, django_auth "
+            f'\nConnect xqueue-watcher with conf.d/{cfg["GRADEQUEUE_DEV_QUEUE"]}.json (README, "Connect '
+            'xqueue-watcher", shows the handler answer_grader.py):\n'
+            + json.dumps(watcher_config(cfg, opts["base_url"]), indent=2)
+            + f"\nThe LMS (XQUEUE_INTERFACE) uses url {opts['base_url']}, django_auth "
             f'{{"username": "{cfg["GRADEQUEUE_DEV_LMS_USER"]}", "password": "{cfg["GRADEQUEUE_DEV_LMS_PASSWORD"]}"}}.\n'
         )
+
+
+def watcher_config(cfg: dict[str, str], base_url: str) -> dict[str, Any]:
+    """The conf.d file for xqueue-watcher, as README's "Connect xqueue-watcher" shows it."""
+    return {
+        cfg["GRADEQUEUE_DEV_QUEUE"]: {
+            "SERVER": base_url,
+            "AUTH": [cfg["GRADEQUEUE_DEV_GRADER_USER"], cfg["GRADEQUEUE_DEV_GRADER_PASSWORD"]],
+            "CONNECTIONS": 2,
+            "HANDLERS": [{"HANDLER": "answer_grader.AnswerGrader", "KWARGS": {"grader_root": "/path/to/graders/"}}],
+        }
+    }
