@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""N watcher-like graders with xqueue-watcher's 1 s request timeout drain a backlog from a freshly started gradequeue.
+
+The server is started as ``make run`` starts it (``manage.py migrate``, ``seed_queues``, ``sync_schedule``,
+``dev_setup``, then ``run_dev``: Granian, a Celery worker and beat) in a folder of its own: SQLite and the
+filesystem broker by default, or whatever DATABASE_URL / CELERY_BROKER_URL / CACHE_URL say (the production
+configuration; the database should be empty or new). The LMS account submits the backlog over HTTP, to a
+callback listener of this script; then the graders start, cold (the web processes have never seen a grader
+login). Each grader behaves like a 2026 xqueue-watcher thread: GET of the login page, login, then
+get_submission / put_result with ``X-CSRFToken`` and ``Referer``, a fresh login on a 302, 1 s after an empty
+poll; a request that takes longer than the timeout is dropped, as the watcher drops it (a get_submission
+answered too late is a lease nobody holds; a put_result too late, a lost reply).
+
+Prints, per endpoint, requests, those over the timeout and the longest; logins; wall time from the graders'
+start to the last grade reaching the LMS listener; graded; submissions handed out more than once; grades
+called back more than once. The machine is shared: compare runs made side by side.
+
+    .venv/bin/python bench/watcher_drain.py [--graders 8] [--submissions 1000] [--port 18150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUE = "test-123"  # dev_setup's defaults
+GRADER = ("grader", "grader-dev-password")
+LMS = ("lms", "lms-dev-password")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.timeouts: Counter[str] = Counter()
+        self.handed_out: Counter[str] = Counter()
+        self.called_back: Counter[str] = Counter()
+        self.logins = 0
+        self.login_failures = 0
+        self.last_callback = 0.0
+
+    def note(self, name: str, seconds: float, timed_out: bool) -> None:
+        with self.lock:
+            self.latency[name].append(seconds)
+            if timed_out:
+                self.timeouts[name] += 1
+
+
+class Grader(threading.Thread):
+    def __init__(self, base: str, stats: Stats, timeout: float, done: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.base, self.stats, self.timeout, self.done = base, stats, timeout, done
+        self.session = requests.Session()
+
+    def request(self, name: str, method: str, path: str, **kwargs: Any) -> requests.Response | None:
+        start = time.monotonic()
+        try:
+            reply = self.session.request(
+                method, self.base + path, timeout=self.timeout, allow_redirects=False, **kwargs
+            )
+        except requests.Timeout:
+            self.stats.note(name, time.monotonic() - start, True)
+            return None
+        except requests.ConnectionError:
+            self.stats.note(name, time.monotonic() - start, True)
+            time.sleep(0.2)
+            return None
+        self.stats.note(name, time.monotonic() - start, False)
+        return reply
+
+    def login(self) -> bool:
+        self.session.cookies.clear()
+        self.session.headers.pop("X-CSRFToken", None)
+        if self.request("login_page", "GET", "/xqueue/login/") is None:
+            return False
+        token = self.session.cookies.get("csrftoken")
+        headers = {"Referer": self.base + "/xqueue/login/", **({"X-CSRFToken": token} if token else {})}
+        reply = self.request(
+            "login", "POST", "/xqueue/login/", data={"username": GRADER[0], "password": GRADER[1]}, headers=headers
+        )
+        ok = reply is not None and reply.status_code == 200 and reply.json().get("return_code") == 0
+        with self.stats.lock:
+            self.stats.logins += 1
+            self.stats.login_failures += 0 if ok else 1
+        if ok:
+            token = self.session.cookies.get("csrftoken")
+            self.session.headers.update({"Referer": self.base, **({"X-CSRFToken": token} if token else {})})
+        return ok
+
+    def call(self, name: str, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        for _ in range(2):
+            reply = self.request(name, method, path, **kwargs)
+            if reply is None:
+                return None
+            if reply.status_code in (301, 302, 401, 403):
+                if not self.login():
+                    return None
+                continue
+            return reply.json() if reply.status_code == 200 else None
+        return None
+
+    def run(self) -> None:
+        while not self.login():
+            if self.done.wait(1.0):  # the 2025 watcher retries its login; the 2026 one dies here
+                return
+        while not self.done.is_set():
+            reply = self.call("get_submission", "GET", "/xqueue/get_submission/", params={"queue_name": QUEUE})
+            if reply is None:
+                continue  # the watcher polls again at once after a timeout
+            if reply.get("return_code") != 0:
+                self.done.wait(1.0)
+                continue
+            content = json.loads(reply["content"])
+            number = json.loads(content["xqueue_body"])["student_response"]
+            with self.stats.lock:
+                self.stats.handed_out[number] += 1
+            grade = json.dumps({"correct": True, "score": 1, "msg": f"<p>{number}</p>"})
+            self.call(
+                "put_result",
+                "POST",
+                "/xqueue/put_result/",
+                data={"xqueue_header": content["xqueue_header"], "xqueue_body": grade},
+            )
+
+
+def listener(stats: Stats) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            header = json.loads(parse_qs(body)["xqueue_header"][0])
+            with stats.lock:
+                stats.called_back[header["lms_key"]] += 1
+                stats.last_callback = time.monotonic()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.request_queue_size = 256
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def start_service(port: int, var_dir: str, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GRADEQUEUE_DEV": "1",
+        "GRADEQUEUE_VAR_DIR": var_dir,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    python = sys.executable
+    for command in (["migrate", "--noinput"], ["seed_queues"], ["sync_schedule"]):
+        subprocess.run([python, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True)
+    base = f"http://127.0.0.1:{port}"
+    subprocess.run(
+        [python, "manage.py", "dev_setup", "--base-url", base], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [python, "manage.py", "run_dev", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        log.write(line)
+        if b"gradequeue is listening" in line:
+            # Keep reading: the web server's access log goes there, and a full pipe would stop it.
+            threading.Thread(target=lambda: log.writelines(process.stdout), daemon=True).start()  # type: ignore[arg-type]
+            return process
+    raise SystemExit(f"the service did not start; see {log_path}")
+
+
+def submit_backlog(base: str, count: int, callback: str) -> None:
+    def worker(numbers: range) -> None:
+        session = requests.Session()
+        session.post(base + "/xqueue/login/", data={"username": LMS[0], "password": LMS[1]}, timeout=30)
+        for n in numbers:
+            header = {"lms_callback_url": f"{callback}/cb/{n}", "lms_key": str(n), "queue_name": QUEUE}
+            body = {"grader_payload": '{"grader": "answer.py"}', "student_info": "{}", "student_response": str(n)}
+            reply = session.post(
+                base + "/xqueue/submit/",
+                data={"xqueue_header": json.dumps(header), "xqueue_body": json.dumps(body)},
+                timeout=30,
+            ).json()
+            assert reply["return_code"] == 0, reply
+
+    threads = [threading.Thread(target=worker, args=(range(i, count, 4),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--graders", type=int, default=8)
+    parser.add_argument("--submissions", type=int, default=1000)
+    parser.add_argument("--port", type=int, default=18150)
+    parser.add_argument("--timeout", type=float, default=1.0, help="each request's timeout (the watcher's: 1 s)")
+    parser.add_argument("--deadline", type=float, default=400.0, help="give up after this many seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the service's folder (database, logs)")
+    args = parser.parse_args()
+
+    stats = Stats()
+    lms = listener(stats)
+    callback = f"http://127.0.0.1:{lms.server_address[1]}"
+    var_dir = tempfile.mkdtemp(prefix="gq-drain-")
+    log_path = Path(var_dir) / "service.log"
+    configuration = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "SQLite (make run)"
+    print(f"service: {configuration}, folder {var_dir}; {args.graders} graders, {args.submissions} submissions")
+    service = start_service(args.port, var_dir, log_path)
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        start = time.monotonic()
+        submit_backlog(base, args.submissions, callback)
+        print(f"backlog submitted in {time.monotonic() - start:.1f} s")
+        done = threading.Event()
+        graders = [Grader(base, stats, args.timeout, done) for _ in range(args.graders)]
+        start = time.monotonic()
+        for grader in graders:
+            grader.start()
+        while time.monotonic() - start < args.deadline:
+            with stats.lock:
+                if len(stats.called_back) >= args.submissions:
+                    break
+            time.sleep(0.2)
+        done.set()
+        for grader in graders:
+            grader.join(timeout=5)
+        wall = (stats.last_callback or time.monotonic()) - start
+    finally:
+        service.send_signal(signal.SIGINT)  # Ctrl-C, as in make run: run_dev stops the three processes
+        try:
+            service.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, signal.SIGKILL)
+        lms.shutdown()
+
+    print(f"{'endpoint':<16}{'requests':>9}{'over':>7}{'max s':>8}{'p99 s':>8}")
+    for name in ("login_page", "login", "get_submission", "put_result"):
+        times = sorted(stats.latency.get(name, []))
+        if not times:
+            continue
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        print(f"{name:<16}{len(times):>9}{stats.timeouts[name]:>7}{times[-1]:>8.3f}{p99:>8.3f}")
+    graded = len(stats.called_back)
+    summary = {
+        "configuration": configuration,
+        "graders": args.graders,
+        "logins": stats.logins,
+        "login_failures": stats.login_failures,
+        "requests_over_timeout": sum(stats.timeouts.values()),
+        "max_latency_s": round(max((max(v) for v in stats.latency.values()), default=0.0), 3),
+        "wall_s": round(wall, 1),
+        "graded": graded,
+        "handed_out_twice": sum(1 for n in stats.handed_out.values() if n > 1),
+        "called_back_twice": sum(1 for n in stats.called_back.values() if n > 1),
+    }
+    print(json.dumps(summary))
+    if args.keep:
+        print(f"kept {var_dir}")
+    else:
+        subprocess.run(["rm", "-rf", var_dir], check=False)
+
+
+if __name__ == "__main__":
+    main()
