@@ -15,7 +15,12 @@ Prints, per endpoint, requests, those over the timeout and the longest; logins; 
 start to the last grade reaching the LMS listener; graded; submissions handed out more than once; grades
 called back more than once. The machine is shared: compare runs made side by side.
 
-    .venv/bin/python bench/watcher_drain.py [--graders 8] [--submissions 1000] [--port 18150]
+    .venv/bin/python bench/watcher_drain.py [--graders 8] [--submissions 1000] [--rounds 2] [--port 18150]
+
+``--rounds 2`` drains a second backlog against the same, now warm, service. ``--watcher PYTHON`` runs a real
+xqueue-watcher instead (one installed for that interpreter, or importable from ``--watcher-source DIR``),
+configured as the README's "Connect xqueue-watcher" says, with its handler and ``CONNECTIONS`` = ``--graders``;
+the request figures then come from the server's access log, and "logins" counts login POSTs.
 """
 
 from __future__ import annotations
@@ -192,13 +197,14 @@ def start_service(port: int, var_dir: str, log_path: Path) -> subprocess.Popen[b
     raise SystemExit(f"the service did not start; see {log_path}")
 
 
-def submit_backlog(base: str, count: int, callback: str) -> None:
-    def worker(numbers: range) -> None:
+def submit_backlog(base: str, numbers: range, callback: str) -> None:
+    def worker(part: range) -> None:
         session = requests.Session()
         session.post(base + "/xqueue/login/", data={"username": LMS[0], "password": LMS[1]}, timeout=30)
-        for n in numbers:
+        for n in part:
             header = {"lms_callback_url": f"{callback}/cb/{n}", "lms_key": str(n), "queue_name": QUEUE}
-            body = {"grader_payload": '{"grader": "answer.py"}', "student_info": "{}", "student_response": str(n)}
+            payload = json.dumps({"grader": "answer.py", "answer": "42"})
+            body = {"grader_payload": payload, "student_info": "{}", "student_response": str(n)}
             reply = session.post(
                 base + "/xqueue/submit/",
                 data={"xqueue_header": json.dumps(header), "xqueue_body": json.dumps(body)},
@@ -206,20 +212,129 @@ def submit_backlog(base: str, count: int, callback: str) -> None:
             ).json()
             assert reply["return_code"] == 0, reply
 
-    threads = [threading.Thread(target=worker, args=(range(i, count, 4),)) for i in range(4)]
+    threads = [threading.Thread(target=worker, args=(numbers[i::4],)) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
 
+def readme_handler() -> str:
+    """The xqueue-watcher handler the README shows ("Connect xqueue-watcher"), as its text."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\nfrom xqueue_watcher.grader import Grader\n") + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def start_watcher(
+    python: str, source: str | None, base: str, connections: int, folder: Path
+) -> subprocess.Popen[bytes]:
+    """A real xqueue-watcher (its own virtualenv's ``python``), configured as the README says, with the
+    README's handler; its log goes to ``folder/watcher.log``."""
+    (folder / "conf.d").mkdir(parents=True, exist_ok=True)
+    (folder / "graders").mkdir(exist_ok=True)
+    (folder / "answer_grader.py").write_text(readme_handler())
+    conf = {
+        QUEUE: {
+            "SERVER": base,
+            "AUTH": list(GRADER),
+            "CONNECTIONS": connections,
+            "HANDLERS": [
+                {"HANDLER": "answer_grader.AnswerGrader", "KWARGS": {"grader_root": str(folder / "graders") + "/"}}
+            ],
+        }
+    }
+    (folder / "conf.d" / f"{QUEUE}.json").write_text(json.dumps(conf))
+    log = (folder / "watcher.log").open("ab")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), source]))}
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "DJANGO_SETTINGS_MODULE"):
+        env.pop(name, None)
+    return subprocess.Popen(
+        [python, "-m", "xqueue_watcher", "-d", str(folder)],
+        cwd=folder,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+
+
+def access_log(log_path: Path, offset: int, timeout: float) -> dict[str, Any]:
+    """What the server's access log says about the XQueue requests written after ``offset``: the server's
+    view of each request's time, which is what a real watcher's timeout sees (plus the network)."""
+    times: dict[str, list[float]] = defaultdict(list)
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        for raw in log:
+            line = raw.decode(errors="replace")
+            if '"' not in line or "/xqueue/" not in line:
+                continue
+            try:
+                request = line.split('"')[1]
+                method, path = request.split(" ")[:2]
+                seconds = float(line.rsplit(" ", 1)[-1]) / 1000
+            except ValueError:
+                continue
+            name = path.split("?")[0].strip("/").split("/")[-1]
+            if name == "login":
+                name = "login" if method == "POST" else "login_page"
+            times[name].append(seconds)
+    return times
+
+
+def db_counts(env_vars: dict[str, str]) -> dict[str, int]:
+    """Leases so far, expired leases, and submissions leased more than once, from the service's database."""
+    script = (
+        "import json\n"
+        "from django.db.models import Count, Q\n"
+        "from grading.models import Submission, SubmissionEvent\n"
+        "events = SubmissionEvent.objects\n"
+        "twice = Submission.objects.annotate(n=Count('events', filter=Q(events__reason='lease'))).filter(n__gt=1)\n"
+        "print(json.dumps({'leases': events.filter(reason='lease').count(),\n"
+        "    'lease_expired': events.filter(reason='lease_expired').count(), 'handed_out_twice': twice.count()}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        env=env_vars,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def table(times: dict[str, list[float]], timeouts: Counter[str] | None, timeout: float) -> int:
+    print(f"  {'endpoint':<16}{'requests':>9}{'over':>7}{'max s':>8}{'p99 s':>8}")
+    over_total = 0
+    for name in ("login_page", "login", "get_submission", "put_result"):
+        values = sorted(times.get(name, []))
+        if not values:
+            continue
+        over = timeouts[name] if timeouts is not None else sum(1 for v in values if v > timeout)
+        over_total += over
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+        print(f"  {name:<16}{len(values):>9}{over:>7}{values[-1]:>8.3f}{p99:>8.3f}")
+    return over_total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--graders", type=int, default=8)
-    parser.add_argument("--submissions", type=int, default=1000)
+    parser.add_argument("--graders", type=int, default=8, help="grader connections (the watcher's CONNECTIONS)")
+    parser.add_argument("--submissions", type=int, default=1000, help="backlog per round")
+    parser.add_argument("--rounds", type=int, default=1, help="the first is cold, the others warm (same service)")
     parser.add_argument("--port", type=int, default=18150)
     parser.add_argument("--timeout", type=float, default=1.0, help="each request's timeout (the watcher's: 1 s)")
-    parser.add_argument("--deadline", type=float, default=400.0, help="give up after this many seconds")
+    parser.add_argument("--deadline", type=float, default=400.0, help="give up a round after this many seconds")
+    parser.add_argument(
+        "--watcher",
+        metavar="PYTHON",
+        help="instead of the built-in graders, run a real xqueue-watcher installed for this python "
+        "(README's configuration and handler); figures then come from the server's access log",
+    )
+    parser.add_argument(
+        "--watcher-source", metavar="DIR", help="a watcher checkout to import it from (one not installed with pip)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the service's folder (database, logs)")
     args = parser.parse_args()
 
@@ -229,56 +344,100 @@ def main() -> None:
     var_dir = tempfile.mkdtemp(prefix="gq-drain-")
     log_path = Path(var_dir) / "service.log"
     configuration = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "SQLite (make run)"
-    print(f"service: {configuration}, folder {var_dir}; {args.graders} graders, {args.submissions} submissions")
+    graders = f"xqueue-watcher ({args.watcher})" if args.watcher else "built-in graders"
+    print(f"service: {configuration}, folder {var_dir}; {args.graders} connections of {graders}")
     service = start_service(args.port, var_dir, log_path)
     base = f"http://127.0.0.1:{args.port}"
+    env_vars = {**os.environ, "GRADEQUEUE_DEV": "1", "GRADEQUEUE_VAR_DIR": var_dir}
+    watcher: subprocess.Popen[bytes] | None = None
     try:
-        start = time.monotonic()
-        submit_backlog(base, args.submissions, callback)
-        print(f"backlog submitted in {time.monotonic() - start:.1f} s")
-        done = threading.Event()
-        graders = [Grader(base, stats, args.timeout, done) for _ in range(args.graders)]
-        start = time.monotonic()
-        for grader in graders:
-            grader.start()
-        while time.monotonic() - start < args.deadline:
-            with stats.lock:
-                if len(stats.called_back) >= args.submissions:
+        for round_no in range(args.rounds):
+            numbers = range(round_no * args.submissions, (round_no + 1) * args.submissions)
+            started = time.monotonic()
+            submit_backlog(base, numbers, callback)
+            print(f"round {round_no + 1} ({'cold' if round_no == 0 else 'warm'}): backlog submitted in "
+                  f"{time.monotonic() - started:.1f} s")  # fmt: skip
+            before = db_counts(env_vars)
+            offset = log_path.stat().st_size
+            round_stats = Stats()
+            round_stats.called_back = stats.called_back  # shared with the listener
+            goal = (round_no + 1) * args.submissions
+            done = threading.Event()
+            start = time.monotonic()
+            if args.watcher:
+                folder = Path(var_dir) / f"watcher-{round_no + 1}"
+                watcher = start_watcher(args.watcher, args.watcher_source, base, args.graders, folder)
+                threads = []
+            else:
+                threads = [Grader(base, round_stats, args.timeout, done) for _ in range(args.graders)]
+                for thread in threads:
+                    thread.start()
+            died_at = None
+            while time.monotonic() - start < args.deadline:
+                with stats.lock:
+                    if len(stats.called_back) >= goal:
+                        break
+                if watcher is not None and watcher.poll() is not None and died_at is None:
+                    died_at = time.monotonic() - start
                     break
-            time.sleep(0.2)
-        done.set()
-        for grader in graders:
-            grader.join(timeout=5)
-        wall = (stats.last_callback or time.monotonic()) - start
+                time.sleep(0.2)
+            done.set()
+            for thread in threads:
+                thread.join(timeout=5)
+            with stats.lock:
+                graded = sum(1 for n in numbers if str(n) in stats.called_back)
+                twice = sum(1 for n in numbers if stats.called_back.get(str(n), 0) > 1)
+                last = stats.last_callback
+            wall = (last if graded else time.monotonic()) - start
+            if watcher is not None:
+                watcher.send_signal(signal.SIGTERM)
+                try:
+                    watcher.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(watcher.pid, signal.SIGKILL)
+                    watcher.wait()
+                watcher = None
+            time.sleep(1.0)  # the access log's last lines
+            if args.watcher:
+                times = access_log(log_path, offset, args.timeout)
+                over = table(times, None, args.timeout)
+                logins = len(times.get("login", []))
+                log_text = (Path(var_dir) / f"watcher-{round_no + 1}" / "watcher.log").read_text(errors="replace")
+                login_failures = log_text.count("Could not log in") + log_text.count("Log in error")
+                died = died_at is not None or "Client died" in log_text
+            else:
+                times = round_stats.latency
+                over = table(times, round_stats.timeouts, args.timeout)
+                logins, login_failures, died = round_stats.logins, round_stats.login_failures, False
+            after = db_counts(env_vars)
+            summary = {
+                "configuration": configuration,
+                "graders": graders,
+                "connections": args.graders,
+                "round": "cold" if round_no == 0 else "warm",
+                "logins": logins,
+                "login_failures": login_failures,
+                "watcher_died": died,
+                "requests_over_timeout": over,
+                "max_latency_s": round(max((max(v) for v in times.values() if v), default=0.0), 3),
+                "wall_s": round(wall, 1),
+                "graded": graded,
+                "handed_out_twice": after["handed_out_twice"] - before["handed_out_twice"],
+                "leases_expired": after["lease_expired"] - before["lease_expired"],
+                "called_back_twice": twice,
+            }
+            print("  " + json.dumps(summary))
+            if died:
+                break
     finally:
+        if watcher is not None:
+            os.killpg(watcher.pid, signal.SIGKILL)
         service.send_signal(signal.SIGINT)  # Ctrl-C, as in make run: run_dev stops the three processes
         try:
             service.wait(timeout=40)
         except subprocess.TimeoutExpired:
             os.killpg(service.pid, signal.SIGKILL)
         lms.shutdown()
-
-    print(f"{'endpoint':<16}{'requests':>9}{'over':>7}{'max s':>8}{'p99 s':>8}")
-    for name in ("login_page", "login", "get_submission", "put_result"):
-        times = sorted(stats.latency.get(name, []))
-        if not times:
-            continue
-        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-        print(f"{name:<16}{len(times):>9}{stats.timeouts[name]:>7}{times[-1]:>8.3f}{p99:>8.3f}")
-    graded = len(stats.called_back)
-    summary = {
-        "configuration": configuration,
-        "graders": args.graders,
-        "logins": stats.logins,
-        "login_failures": stats.login_failures,
-        "requests_over_timeout": sum(stats.timeouts.values()),
-        "max_latency_s": round(max((max(v) for v in stats.latency.values()), default=0.0), 3),
-        "wall_s": round(wall, 1),
-        "graded": graded,
-        "handed_out_twice": sum(1 for n in stats.handed_out.values() if n > 1),
-        "called_back_twice": sum(1 for n in stats.called_back.values() if n > 1),
-    }
-    print(json.dumps(summary))
     if args.keep:
         print(f"kept {var_dir}")
     else:
