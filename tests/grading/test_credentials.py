@@ -166,7 +166,8 @@ def test_the_development_accounts_keep_their_documented_passwords_with_the_fast_
     monkeypatch.setenv("GRADEQUEUE_DEV", "1")
     out = io.StringIO()
     call_command("dev_setup", base_url="http://127.0.0.1:18040", stdout=out)
-    assert '"AUTH": ["grader", "grader-dev-password"]' in out.getvalue()
+    # The conf.d file it prints (JSON, one value per line) names the documented grader credentials.
+    assert '"AUTH": [\n      "grader",\n      "grader-dev-password"\n    ]' in out.getvalue()
     for username, password in (("lms", "lms-dev-password"), ("grader", "grader-dev-password")):
         assert get_user_model().objects.get(username=username).password.startswith("gq_hmac_sha256$")
         assert login(username, password) == {"return_code": 0, "content": "Logged in"}
