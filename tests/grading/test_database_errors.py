@@ -1,8 +1,8 @@
 """With the database unreachable, every XQueue endpoint answers the protocol's failure envelope (HTTP 200,
 return_code 1), never a 500, and logs the outage once, not once per call.
 
-The connection is pointed at a database that cannot be reached, for real (a closed port for PostgreSQL, a
-file in a missing folder for SQLite); tests/e2e/test_database_outage.py cuts a live one under the server.
+The connection is pointed at a database that cannot be reached, for real (a closed port for PostgreSQL and
+MySQL/MariaDB, a file in a missing folder for SQLite); tests/e2e/test_database_outage.py cuts a live one under the server.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def clients(grader_user: Any, lms_user: Any) -> tuple[Client, Client]:
 @pytest.fixture
 def database_down(clients: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[tuple[Client, Client]]:
     connection.close()
-    if connection.vendor == "postgresql":
+    if connection.vendor in ("postgresql", "mysql"):
         monkeypatch.setitem(connection.settings_dict, "HOST", "127.0.0.1")
         monkeypatch.setitem(connection.settings_dict, "PORT", closed_port())
     else:
