@@ -2,7 +2,8 @@
 return_code 1), never a 500, and logs the outage once, not once per call.
 
 The connection is pointed at a database that cannot be reached, for real (a closed port for PostgreSQL and
-MySQL/MariaDB, a file in a missing folder for SQLite); tests/e2e/test_database_outage.py cuts a live one under the server.
+MySQL/MariaDB, a file in a missing folder for SQLite); tests/e2e/test_database_outage.py cuts a live one
+under the server.
 """
 
 from __future__ import annotations
