@@ -21,12 +21,14 @@ GRADER_PASSWORD = "grader-password-1"
 def _on_the_expected_database() -> None:
     """CI names the database each run is meant for (GRADEQUEUE_TEST_EXPECT_DATABASE): a run that fell back to
     another (a lost DATABASE_URL) fails instead of passing on the wrong one."""
-    from django.conf import settings
+    from django.db import connection
 
     expected = os.environ.get("GRADEQUEUE_TEST_EXPECT_DATABASE", "")
-    engine = settings.DATABASES["default"]["ENGINE"]
-    if expected and engine.rsplit(".", 1)[-1].removesuffix("3") != expected:
-        pytest.exit(f"GRADEQUEUE_TEST_EXPECT_DATABASE={expected}, but the tests would run on {engine}", returncode=3)
+    # The backend's vendor, not its module name: the embedded SQLite is grading.sqlite_backend.
+    if expected and connection.vendor != expected:
+        pytest.exit(
+            f"GRADEQUEUE_TEST_EXPECT_DATABASE={expected}, but the tests would run on {connection.vendor}", returncode=3
+        )
 
 
 def make_account(username: str, password: str, role: str, *queues: Queue) -> Any:
