@@ -1,10 +1,9 @@
 """Accepting a submission: the callback allow-list, the file limits, storing the files, and the lifecycle's
 ``submit``, in that order, with the files removed again if the submission is not recorded. One function
-for every way in (the XQueue ``submit`` endpoint, the JSON API, imports)."""
+for both ways in: the XQueue ``submit`` endpoint and the JSON API's ``POST /api/v1/submissions/``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
@@ -27,7 +26,6 @@ def accept(
     body: str,
     uploads: dict[str, UploadedFile],
     upload_count: int | None = None,
-    parts: Iterable[UploadedFile] | None = None,
 ) -> tuple[Submission, int]:
     """Record a new submission of ``user`` in ``queue``; returns it and the queue's length after it.
 
@@ -39,7 +37,7 @@ def accept(
     if refused:
         raise Refused(refused)
     try:
-        files.check_limits(parts if parts is not None else uploads.values(), count=upload_count)
+        files.check_limits(uploads.values(), count=upload_count)
     except files.FileLimitError as exc:
         raise Refused(str(exc)) from None
     stored = files.store(uploads) if uploads else {}

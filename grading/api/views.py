@@ -28,7 +28,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from grading import access, callbacks, files, lifecycle, logins, outage, throttle
+from grading import access, files, lifecycle, logins, outage, submissions, throttle
 from grading.api import inputs
 from grading.api.envelope import fail, ok
 from grading.conf import setting
@@ -186,28 +186,19 @@ class SubmitView(XQueueView):
         queue = access.queue_for(request.user, queue_name, Role.LMS)
         if queue is None:
             return fail(f"Queue '{queue_name}' not found")
-        refused = callbacks.refusal(header["lms_callback_url"])
-        if refused:
-            return fail(refused)
-        uploads = dict(request.FILES.items())
         try:
-            files.check_limits(uploads.values(), count=sum(len(parts) for _, parts in request.FILES.lists()))
-        except files.FileLimitError as exc:
+            _submission, length = submissions.accept(
+                queue=queue,
+                user=request.user,
+                lms_header=header_text,
+                lms_callback_url=header["lms_callback_url"],
+                lms_key=str(header["lms_key"]),
+                body=body,
+                uploads=dict(request.FILES.items()),
+                upload_count=sum(len(parts) for _, parts in request.FILES.lists()),
+            )
+        except submissions.Refused as exc:
             return fail(str(exc))
-        stored = files.store(uploads) if uploads else {}
-        new = lifecycle.NewSubmission(
-            queue=queue,
-            lms_header=header_text,
-            lms_callback_url=header["lms_callback_url"],
-            lms_key=str(header["lms_key"]),
-            body=body,
-            files=stored,
-        )
-        try:
-            _submission, length = lifecycle.submit(new, request.user)
-        except Exception:
-            files.delete(stored.values())
-            raise
         return ok(str(length))
 
 

@@ -11,10 +11,11 @@ import pytest
 import time_machine
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 
-from grading import files
+from grading import files, lifecycle
 from grading.models import Submission
 from tests.conftest import lms_header, stored_files
 
@@ -119,6 +120,18 @@ def test_a_form_field_over_the_body_limit_is_refused_with_the_envelope(
         "return_code": 1,
         "content": "Request too large (limit 2048 bytes)",
     }
+    assert stored_files() == []
+
+
+def test_a_submission_the_database_fails_to_record_leaves_none_of_its_files(
+    lms_client: Client, queue: Any, monkeypatch: Any, storage_kind: str
+) -> None:
+    def lost_connection(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(lifecycle, "submit", lost_connection)
+    reply = submit(lms_client, {"answer.py": b"print(42)\n", "data.csv": b"1,2\n"})
+    assert reply == {"return_code": 1, "content": "Service temporarily unavailable; try again"}
     assert stored_files() == []
 
 

@@ -12,6 +12,7 @@ import time_machine
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.db import OperationalError
 from django.test import Client
 from django.utils import timezone
 from openapi_spec_validator import validate
@@ -19,7 +20,7 @@ from openapi_spec_validator import validate
 from grading import delivery, lifecycle
 from grading.models import ApiToken, Queue, Role, Status, Submission
 from grading.rest import tokens
-from tests.conftest import make_account, submit
+from tests.conftest import make_account, stored_files, submit
 from tests.lms import FakeLMS
 from tests.xqclient import grade
 
@@ -207,6 +208,27 @@ def test_a_multipart_submission_carries_its_files(lms_api: Api, queue: Queue) ->
     submission = Submission.objects.get()
     assert list(submission.files) == ["answer.py"]
     assert json.loads(submission.lms_header)["extra"] == 1
+
+
+def test_a_multipart_submission_the_database_fails_to_record_leaves_none_of_its_files(
+    lms_api: Api, queue: Queue, monkeypatch: Any
+) -> None:
+    def lost_connection(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(lifecycle, "submit", lost_connection)
+    response = lms_api.client.post(
+        "/api/v1/submissions/",
+        {
+            "queue": "test-123",
+            "lms_callback_url": "http://127.0.0.1:9/cb",
+            "body": "{}",
+            "answer.py": SimpleUploadedFile("answer.py", b"print(42)\n"),
+        },
+        headers=lms_api.headers,
+    )
+    assert is_problem(response, 503)["detail"] == "The database is unavailable; try again shortly."
+    assert stored_files() == []
 
 
 @pytest.mark.parametrize(
