@@ -311,8 +311,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
 # --- gradequeue ---------------------------------------------------------------------------------------
-# Everything tunable about the queue, in one place. grading.conf.setting reads it (falling back on
-# grading.conf.DEFAULTS); per-queue columns (Queue.lease_seconds, Queue.max_attempts) override the first two.
+# Everything tunable about the queue, in one place, each default written only here. grading.conf.setting
+# reads it; per-queue columns (Queue.lease_seconds, Queue.max_attempts) override the first two.
 GRADEQUEUE = {
     # How long a pulled submission stays leased to its grader before it comes back.
     "LEASE_SECONDS": env_int("GRADEQUEUE_LEASE_SECONDS", 300, minimum=1),
