@@ -297,17 +297,16 @@ class LMS:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        reader = loadgen.Reader(conn)
+        reader = loadgen.Reader(conn, request=True)
         with self.lock:
             self.conns.add(conn)
         try:
             while True:
-                message = reader.read(request=True)
+                message = reader.read()
                 if message is None:
                     return
                 self.last_post = time.monotonic()
-                target = ([*message.first.split(" "), "", ""])[1]
-                number = target.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+                number = message.target.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
                 with self.lock:
                     mode, latency = self.mode, self.latency
                     if mode == "refuse":

@@ -11,13 +11,14 @@ Every submission carries its bench number in ``student_response`` (and, for call
 ``/cb/<n>``), so the run can count duplicates (one number handed out twice, or called back twice) and lost
 submissions (expected but never graded, or graded but never called back).
 
-Standard library only, with an HTTP/1.1 client and server of its own (``Reader``, cheap per request).
+Its HTTP/1.1 client and LMS listener parse with httptools (``Reader``), cheap per request.
 Prints a short table and one JSON line; ``--json-out`` appends the JSON line to a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import multiprocessing as mp
 import socket
@@ -28,6 +29,8 @@ import urllib.parse
 from collections import Counter
 from typing import Any
 
+import httptools
+
 WATCHER_TIMEOUT = 1.0  # xqueue-watcher's default request timeout: slower replies are dropped by real clients
 
 
@@ -36,15 +39,16 @@ class HTTPError(Exception):
 
 
 class Message:
-    """One HTTP/1.1 message read from a socket: the first line, the headers and the body.
+    """One HTTP/1.1 message read from a socket: its method and target (a request) or status (a reply), the
+    headers (names in lower case) and the body."""
 
-    The load generator's own parser: http.client and http.server parse headers with the email package, and
-    on this 2-core machine every millisecond the client spends is one the server under test does not get.
-    Bodies are delimited by Content-Length or chunked encoding (or the end of the connection, for a reply).
-    """
+    __slots__ = ("body", "headers", "keep_alive", "method", "status", "target")
 
-    def __init__(self, first: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.first, self.headers, self.body = first, headers, body
+    def __init__(self) -> None:
+        self.method, self.target, self.status = "", "", 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+        self.keep_alive = True
 
     def get(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
@@ -54,68 +58,78 @@ class Message:
         name = name.lower()
         return [v for k, v in self.headers if k == name]
 
-    @property
-    def keep_alive(self) -> bool:
-        # HTTP/1.0 is the status line's first word, the request line's last.
-        return "close" not in (self.get("connection") or "").lower() and "HTTP/1.0" not in self.first.split(" ")
-
 
 class Reader:
-    """Reads HTTP messages from one connection, keeping what arrives beyond the current one."""
+    """Reads HTTP messages from one connection with httptools (llhttp, the parser of Node.js).
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.buf = sock, b""
+    httptools rather than h11 or http.client: its C parser keeps the client's CPU per request low, and on this
+    benchmark's shared cores every millisecond the client spends is one the server under test does not get
+    (BENCHMARKS.md). Messages that arrive together (a pipelining peer) are queued in order.
+    """
 
-    def _more(self) -> bool:
-        data = self.sock.recv(65536)
-        self.buf += data
-        return bool(data)
+    def __init__(self, sock: socket.socket, *, request: bool = False) -> None:
+        self.sock = sock
+        self.request = request
+        self.parser = httptools.HttpRequestParser(self) if request else httptools.HttpResponseParser(self)
+        self.done: collections.deque[Message] = collections.deque()
+        self.current: Message | None = None
+        self.chunks: list[bytes] = []
+        self.headers_done = False
 
-    def _take(self, count: int) -> bytes:
-        while len(self.buf) < count:
-            if not self._more():
-                raise HTTPError("connection closed mid-body")
-        data, self.buf = self.buf[:count], self.buf[count:]
-        return data
+    # httptools' callbacks, called from inside feed_data.
+    def on_message_begin(self) -> None:
+        self.current, self.chunks, self.headers_done = Message(), [], False
 
-    def _line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            if not self._more():
-                raise HTTPError("connection closed mid-line")
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
+    def on_url(self, url: bytes) -> None:
+        assert self.current is not None
+        self.current.target += url.decode("latin-1")
 
-    def read(self, *, request: bool = False) -> Message | None:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip()))
+
+    def on_headers_complete(self) -> None:
+        message, parser = self.current, self.parser
+        assert message is not None
+        self.headers_done = True
+        if isinstance(parser, httptools.HttpRequestParser):
+            message.method = parser.get_method().decode("latin-1")
+        else:
+            message.status = parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        message = self.current
+        assert message is not None
+        message.body = b"".join(self.chunks)
+        message.keep_alive = self.parser.should_keep_alive()
+        self.done.append(message)
+        self.current, self.chunks = None, []
+
+    def read(self) -> Message | None:
         """The next message, or None if the peer closed the connection before sending one."""
-        while b"\r\n\r\n" not in self.buf:
-            if not self._more():
-                if self.buf:
-                    raise HTTPError("connection closed mid-headers")
-                return None
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        first, *lines = head.decode("latin-1").split("\r\n")
-        headers = []
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers.append((name.strip().lower(), value.strip()))
-        message = Message(first, headers, b"")
-        if "chunked" in (message.get("transfer-encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self._line().split(b";", 1)[0], 16)
-                if size == 0:
-                    while self._line():  # trailers, up to the empty line
-                        pass
-                    break
-                chunks.append(self._take(size))
-                self._take(2)
-            message.body = b"".join(chunks)
-        elif message.get("content-length") is not None:
-            message.body = self._take(int(message.get("content-length") or 0))
-        elif not request and first.split(" ")[1:2] not in (["204"], ["304"]):
-            while self._more():
-                pass
-            message.body, self.buf = self.buf, b""
+        while not self.done:
+            data = self.sock.recv(65536)
+            if not data:
+                return self._eof()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                raise HTTPError(f"not HTTP/1.x: {exc}") from None
+        return self.done.popleft()
+
+    def _eof(self) -> Message | None:
+        message = self.current
+        if message is None:
+            return None
+        # A reply with neither Content-Length nor chunked encoding ends with the connection.
+        framed = message.get("content-length") is not None or message.get("transfer-encoding") is not None
+        if self.request or framed or not self.headers_done:
+            raise HTTPError("connection closed mid-message")
+        message.body, message.keep_alive = b"".join(self.chunks), False
+        self.current = None
         return message
 
 
@@ -185,11 +199,7 @@ class Session:
                 self.cookies.pop(name.strip(), None)
             else:
                 self.cookies[name.strip()] = value
-        try:
-            status = int(response.first.split(" ", 2)[1])
-        except (IndexError, ValueError):
-            raise HTTPError(f"not an HTTP reply: {response.first[:80]!r}") from None
-        return status, response.body, response
+        return response.status, response.body, response
 
     def login(self, username: str, password: str) -> bool:
         self.request("GET", "/xqueue/login/")  # 2026 watchers read the csrftoken cookie here first
@@ -396,15 +406,15 @@ class Callbacks:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        reader = Reader(conn)
+        reader = Reader(conn, request=True)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while True:
-                message = reader.read(request=True)
+                message = reader.read()
                 if message is None:
                     return
                 now = time.monotonic()
-                method, target, *_ = [*message.first.split(" "), "", ""]
+                method, target = message.method, message.target
                 if method != "POST":
                     conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
                 else:

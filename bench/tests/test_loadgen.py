@@ -1,25 +1,17 @@
-"""The benchmark's load generator speaks HTTP/1.1 itself (bench/loadgen.py): its client and its LMS listener
-against the standard library's server and client."""
+"""The benchmark's load generator (bench/loadgen.py): its HTTP/1.1 client and its LMS listener, parsing with
+httptools, against the standard library's server and client and against raw bytes on a socket."""
 
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
+import loadgen
 import pytest
-
-_spec = importlib.util.spec_from_file_location(
-    "loadgen", Path(__file__).resolve().parent.parent / "bench" / "loadgen.py"
-)
-assert _spec and _spec.loader
-loadgen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(loadgen)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -41,7 +33,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(b"5\r\nhello\r\n6; ext=1\r\n world\r\n0\r\n\r\n")
+            self.wfile.write(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
         elif self.path.startswith("/close"):
             self.send_response(302)
             self.send_header("Location", "/login/")
@@ -94,11 +86,47 @@ def test_session_keeps_cookies_reads_every_body_shape_and_reconnects(server: str
     assert session.reader is not None and session.reader is not first
 
 
+def raw_server(reply: bytes) -> tuple[str, list[bytes]]:
+    """A server that reads one request, sends ``reply`` as it is and closes: what each connection received."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        with sock:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    received.append(conn.recv(65536))
+                    conn.sendall(reply)
+                    conn.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", received
+
+
 def test_a_reply_in_http_1_0_ends_the_connection() -> None:
-    status = loadgen.Message("HTTP/1.0 200 OK", [], b"")
-    request = loadgen.Message("POST /cb/1 HTTP/1.0", [], b"")
-    kept = loadgen.Message("HTTP/1.1 200 OK", [("connection", "keep-alive")], b"")
-    assert (status.keep_alive, request.keep_alive, kept.keep_alive) == (False, False, True)
+    base, _ = raw_server(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    session = loadgen.Session(base, timeout=5)
+    status, body, reply = session.request("GET", "/")
+    assert (status, body, reply.keep_alive, session.reader) == (200, b"ok", False, None)
+
+
+def test_a_reply_without_length_is_read_until_the_connection_closes() -> None:
+    base, received = raw_server(b"HTTP/1.1 200 OK\r\nX-A:  spaced \r\n\r\nall of it\r\nuntil the end")
+    status, body, reply = loadgen.Session(base, timeout=5).request("POST", "/p?q=1", {"k": "v"})
+    assert (status, body, reply.get("x-a"), reply.keep_alive) == (200, b"all of it\r\nuntil the end", "spaced", False)
+    assert received[0].startswith(b"POST /p?q=1 HTTP/1.1\r\n") and received[0].endswith(b"\r\n\r\nk=v")
+
+
+def test_a_reply_that_is_not_http_or_is_cut_short_is_an_http_error() -> None:
+    for reply in (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"):
+        base, received = raw_server(reply)
+        with pytest.raises(loadgen.HTTPError):
+            loadgen.Session(base, timeout=5).request("GET", "/")
+        assert len(received) == 2  # the request was sent once more, on a new connection
 
 
 def test_session_retries_once_on_a_connection_the_server_closed(server: str) -> None:
@@ -124,6 +152,18 @@ def test_callback_listener_times_each_post_on_kept_alive_connections() -> None:
         assert conn.getresponse().status == 405
         conn.close()
         assert {k: len(v) for k, v in callbacks.arrivals.items()} == {"7": 2, "8": 1}
+        # Two requests in one packet, the second with a chunked body and Connection: close: both answered.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(
+                b"POST /cb/10 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+                b"POST /cb/11?x=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n"
+            )
+            answers = b""
+            while chunk := raw.recv(65536):
+                answers += chunk
+        assert answers == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2
+        assert {k: len(v) for k, v in callbacks.arrivals.items()} == {"7": 2, "8": 1, "10": 1, "11": 1}
     finally:
         callbacks.stop()
 

@@ -4,23 +4,15 @@ behaviour a scenario switches, over real HTTP."""
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import socket
-import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import faults
 import pytest
-
-_spec = importlib.util.spec_from_file_location("faults", Path(__file__).resolve().parent.parent / "bench" / "faults.py")
-assert _spec and _spec.loader
-faults = importlib.util.module_from_spec(_spec)
-sys.modules["faults"] = faults  # its dataclasses look their module up there
-_spec.loader.exec_module(faults)
 
 
 def test_a_row_counts_grades_received_once_twice_or_never_and_the_last_owed_one_after_the_fault() -> None:
