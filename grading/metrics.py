@@ -1,30 +1,42 @@
-"""Prometheus metrics, computed from the database at scrape time.
+"""Prometheus metrics: gauges read from the live rows, counters and histograms rolled up from the event trail.
 
-Why a custom collector rather than counters incremented in code: gradequeue runs as several web
-workers and several Celery worker processes, each of which would hold its own counters (and lose them on
-restart). The database already records every transition as a ``SubmissionEvent`` and every timestamp on
-the ``Submission``, so one scrape of any web process reads the same, complete numbers. Counters and
-histograms are cumulative over the rows kept; ``purge_submissions`` removing rows shows as a counter reset, which
-``rate()`` and ``increase()`` handle.
+Why not counters incremented in code: gradequeue runs as several web workers and several Celery worker
+processes, each of which would hold its own counters (and lose them on restart). Why not aggregates over
+every kept row at each scrape (what this module did first): their cost grows with the rows kept, a million
+submissions a semester, and ``purge_submissions`` made the counters go down.
 
-The queries are a handful of grouped aggregates; their cost grows with the rows kept, which is one reason
-to purge finished submissions after a while.
+So the database keeps the cumulative numbers (``MetricCounter``, one row per queue and name) and every
+scrape, from any process, reads the same rows. They are rolled up from ``SubmissionEvent``, which every
+transition appends in its own transaction: a roll-up adds the events with ids above the watermark
+(``MetricsWatermark``) to the counters and moves the watermark, under that row's lock, in one transaction.
+No transition writes a shared row (no hot counter on the lease path). A scrape rolls up what happened since
+the last one (a time budget bounds it), beat does it every minute, and ``purge_submissions`` does it in each
+batch's transaction before it deletes, so nothing is lost on restart or purge.
+
+Event ids are handed out before their transaction commits, so a roll-up can pass an id whose transaction is
+still open; such an id is kept in ``MetricGap`` and looked for again by later roll-ups, until it is
+``GAP_HORIZON`` old (a transaction rolled back, or one open that long, is not counted).
+
+The gauges (waiting, leased, failed, dead letters, oldest waiting) are ``grading.stats.queue_stats``, whose
+queries walk the partial indexes of the live states only.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import timedelta
-from typing import Any
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
+from django.utils import timezone
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from grading.models import Status, Submission, SubmissionEvent
+from grading.models import MetricCounter, MetricGap, MetricsWatermark, Status, Submission, SubmissionEvent
 from grading.stats import queue_stats
 
 # Seconds from submission to a grade (or a failure notice): graders take seconds to minutes, and a queue
@@ -33,37 +45,180 @@ SUBMIT_TO_GRADED_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 360
 # Seconds from the grade to its delivery: normally well under a second, minutes to hours when the LMS is
 # down and delivery is backing off (up to the delivery horizon, 6 h by default).
 GRADED_TO_DELIVERED_BUCKETS = (0.1, 0.5, 1, 2, 5, 15, 60, 300, 1800, 3600, 6 * 3600)
+HISTOGRAMS = {"submit_to_graded": SUBMIT_TO_GRADED_BUCKETS, "graded_to_delivered": GRADED_TO_DELIVERED_BUCKETS}
 
 # Event reasons that stand for one delivery attempt each, and those of them that failed.
 # (delivery_error: the POST raised before any HTTP answer, and the grade was replaced by the notice.)
 DELIVERY_ATTEMPT_REASONS = ("delivered", "delivery_retry", "delivery_failed", "delivery_error")
 DELIVERY_FAILURE_REASONS = ("delivery_retry", "delivery_failed", "delivery_error")
-COUNTED_REASONS = (*DELIVERY_ATTEMPT_REASONS, "lease_expired")
+# A grading round ends when a submission still being graded gets its grade or its failure notice.
+GRADING_STATES = ("queued", "pulled", "returned")
+GRADE_STATES = ("graded", "failed")
+
+# How long a passed-over event id is looked for again. Transitions' transactions last milliseconds; one
+# open for an hour has been stuck on a lock far longer than any request or task time limit.
+GAP_HORIZON = timedelta(hours=1)
+# More missing ids than this between two events is no set of open transactions (a sequence that jumped):
+# only the highest are looked for.
+MAX_GAPS_PER_HOLE = 1000
+# Events per roll-up transaction, and how long a scrape may spend rolling up before it answers.
+ROLLUP_BATCH = 5000
+SCRAPE_ROLLUP_SECONDS = 0.05
+
+Deltas = dict[tuple[int, str], float]
+
+
+def _observe(deltas: Deltas, queue_id: int, name: str, seconds: float) -> None:
+    deltas[(queue_id, f"{name}:count")] += 1
+    deltas[(queue_id, f"{name}:sum")] += seconds
+    for bucket in HISTOGRAMS[name]:
+        if seconds <= bucket:
+            deltas[(queue_id, f"{name}:le:{float(bucket)}")] += 1
+
+
+_EVENT_FIELDS = (
+    "id",
+    "from_status",
+    "to_status",
+    "reason",
+    "created_at",
+    "submission__queue_id",
+    "submission__created_at",
+    "submission__graded_at",
+)
+
+
+def _count(deltas: Deltas, rows: Iterable[tuple]) -> None:
+    """Add events (rows of ``_EVENT_FIELDS``) to ``deltas``."""
+    for _pk, from_status, to_status, reason, at, queue_id, created_at, graded_at in rows:
+        # Kept submissions by status: each transition moves one from its old status to its new one.
+        deltas[(queue_id, f"status:{to_status}")] += 1
+        if from_status:
+            deltas[(queue_id, f"status:{from_status}")] -= 1
+        if reason == "lease_expired":
+            deltas[(queue_id, "leases_expired")] += 1
+        if reason in DELIVERY_ATTEMPT_REASONS:
+            deltas[(queue_id, "delivery_attempts")] += 1
+            if reason in DELIVERY_FAILURE_REASONS:
+                deltas[(queue_id, "delivery_failures")] += 1
+        if to_status in GRADE_STATES and from_status in GRADING_STATES:
+            _observe(deltas, queue_id, "submit_to_graded", max(0.0, (at - created_at).total_seconds()))
+        if to_status == Status.DELIVERED and graded_at is not None:
+            _observe(deltas, queue_id, "graded_to_delivered", max(0.0, (at - graded_at).total_seconds()))
+
+
+def _apply(deltas: Deltas) -> None:
+    deltas = {key: d for key, d in deltas.items() if d}
+    if not deltas:
+        return
+    queue_ids = {q for q, _ in deltas}
+    names = {n for _, n in deltas}
+    current = {
+        (q, n): v
+        for q, n, v in MetricCounter.objects.filter(queue_id__in=queue_ids, name__in=names).values_list(
+            "queue_id", "name", "value"
+        )
+    }
+    rows = [MetricCounter(queue_id=q, name=n, value=current.get((q, n), 0.0) + d) for (q, n), d in deltas.items()]
+    # The watermark's lock is held: nobody else writes these rows, so read-add-write is safe.
+    target = ["queue", "name"] if connection.features.supports_update_conflicts_with_target else None
+    MetricCounter.objects.bulk_create(rows, update_conflicts=True, unique_fields=target, update_fields=["value"])
+
+
+def _lock(*, wait: bool) -> MetricsWatermark | None:
+    """The watermark row, locked; None when another roll-up holds it and ``wait`` is false."""
+    if not MetricsWatermark.objects.filter(pk=1).exists():
+        try:
+            with transaction.atomic():
+                MetricsWatermark.objects.create(pk=1)
+        except IntegrityError:
+            pass  # created by a concurrent roll-up
+    rows = MetricsWatermark.objects.filter(pk=1)
+    return (rows.select_for_update() if wait else rows.select_for_update(skip_locked=True)).first()
+
+
+def _rollup_batch(mark: MetricsWatermark, now: datetime) -> int:
+    """Add the next events after the watermark (and any passed-over ones that have appeared) to the counters.
+    Runs in the caller's transaction, which holds the watermark's lock. Returns how many events it passed."""
+    deltas: Deltas = defaultdict(float)
+    gaps = list(MetricGap.objects.values_list("event_id", flat=True))
+    if gaps:
+        found = list(SubmissionEvent.objects.filter(pk__in=gaps).values_list(*_EVENT_FIELDS))
+        _count(deltas, found)
+        MetricGap.objects.filter(event_id__in=[row[0] for row in found]).delete()
+        MetricGap.objects.filter(seen_at__lt=now - GAP_HORIZON).delete()
+    rows = list(
+        SubmissionEvent.objects.filter(pk__gt=mark.last_event_id)
+        .order_by("pk")
+        .values_list(*_EVENT_FIELDS)[:ROLLUP_BATCH]
+    )
+    _count(deltas, rows)
+    new_gaps: list[int] = []
+    previous = mark.last_event_id
+    for row in rows:
+        pk, at = row[0], row[4]
+        # An id missing below this event's was handed out before it: only a recent event can have an
+        # older neighbour whose transaction is still open.
+        if pk > previous + 1 and at >= now - GAP_HORIZON:
+            new_gaps.extend(range(max(previous + 1, pk - MAX_GAPS_PER_HOLE), pk))
+        previous = pk
+    MetricGap.objects.bulk_create([MetricGap(event_id=pk, seen_at=now) for pk in new_gaps], ignore_conflicts=True)
+    _apply(deltas)
+    if rows:
+        mark.last_event_id = rows[-1][0]
+    mark.rolled_up_at = now
+    mark.save(update_fields=["last_event_id", "rolled_up_at"])
+    return len(rows)
+
+
+def rollup(*, budget: float | None = None, now: datetime | None = None) -> int | None:
+    """Roll the event trail up into the counters until it is caught up (or ``budget`` seconds have passed).
+
+    Returns how many events were added, or None when another process was rolling up (it does the work).
+    """
+    deadline = time.monotonic() + budget if budget is not None else None
+    total = 0
+    while True:
+        with transaction.atomic():
+            mark = _lock(wait=False)
+            if mark is None:
+                return None if total == 0 else total
+            passed = _rollup_batch(mark, now or timezone.now())
+        total += passed
+        if passed < ROLLUP_BATCH or (deadline is not None and time.monotonic() > deadline):
+            return total
+
+
+def before_purge(submission_ids: list[int]) -> None:
+    """In the purge's transaction, before it deletes these submissions (locked) with their events: count
+    every event so far, then take the submissions out of the kept-by-status numbers."""
+    now = timezone.now()
+    mark = _lock(wait=True)
+    assert mark is not None
+    while _rollup_batch(mark, now) == ROLLUP_BATCH:
+        pass
+    deltas: Deltas = defaultdict(float)
+    for row in Submission.objects.filter(pk__in=submission_ids).values("queue_id", "status").annotate(n=Count("id")):
+        deltas[(row["queue_id"], f"status:{row['status']}")] -= row["n"]
+    _apply(deltas)
+
+
+def counters() -> dict[int, dict[str, float]]:
+    """Every queue's rolled-up numbers, by name."""
+    values: dict[int, dict[str, float]] = defaultdict(dict)
+    for queue_id, name, value in MetricCounter.objects.values_list("queue_id", "name", "value"):
+        values[queue_id][name] = value
+    return values
 
 
 def _histogram(
-    name: str, doc: str, start: str, end: str, buckets: tuple[float, ...], names: dict[int, str]
+    name: str, doc: str, buckets: tuple[float, ...], names: dict[int, str], values: dict[int, dict[str, float]]
 ) -> HistogramMetricFamily:
-    duration = ExpressionWrapper(F(end) - F(start), output_field=DurationField())
-    aggregates = {f"le_{i}": Count("id", filter=Q(d__lte=timedelta(seconds=b))) for i, b in enumerate(buckets)}
-    rows = (
-        Submission.objects.filter(**{f"{start}__isnull": False, f"{end}__isnull": False})
-        .annotate(d=duration)
-        .values("queue_id")
-        .annotate(n=Count("id"), total=Sum("d"), **aggregates)
-    )
-    family = HistogramMetricFamily(name, doc, labels=["queue"], unit="seconds")
-    seen = set()
-    for typed_row in rows:
-        row: dict[str, Any] = dict(typed_row)  # the bucket keys are built at run time
-        total = row["total"]
-        seconds = total.total_seconds() if isinstance(total, timedelta) else float(total or 0) / 1e6
-        cumulative = [(str(float(b)), row[f"le_{i}"]) for i, b in enumerate(buckets)]
-        family.add_metric([names[row["queue_id"]]], [*cumulative, ("+Inf", row["n"])], seconds)
-        seen.add(row["queue_id"])
+    family = HistogramMetricFamily(f"gradequeue_{name}", doc, labels=["queue"], unit="seconds")
     for queue_id, queue_name in names.items():
-        if queue_id not in seen:
-            family.add_metric([queue_name], [*((str(float(b)), 0) for b in buckets), ("+Inf", 0)], 0.0)
+        c = values.get(queue_id, {})
+        cumulative = [(str(float(b)), c.get(f"{name}:le:{float(b)}", 0.0)) for b in buckets]
+        family.add_metric([queue_name], [*cumulative, ("+Inf", c.get(f"{name}:count", 0.0))], c.get(f"{name}:sum", 0.0))
     return family
 
 
@@ -104,16 +259,10 @@ class QueueCollector(Collector):
         yield from gauges.values()
         yield oldest
 
-        counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for row in (
-            SubmissionEvent.objects.filter(reason__in=COUNTED_REASONS)
-            .values("submission__queue_id", "reason")
-            .annotate(n=Count("id"))
-        ):
-            counts[row["submission__queue_id"]][row["reason"]] += row["n"]
-        by_status: dict[int, dict[str, int]] = defaultdict(dict)
-        for status_row in Submission.objects.values("queue_id", "status").annotate(n=Count("id")):
-            by_status[status_row["queue_id"]][status_row["status"]] = status_row["n"]
+        # The counters are read after the roll-up has added what happened since the last scrape; when another
+        # process is rolling up, they are read as that process last committed them.
+        rollup(budget=SCRAPE_ROLLUP_SECONDS)
+        values = counters()
 
         expired = CounterMetricFamily(
             "gradequeue_leases_expired", "Leases that expired without a result.", labels=["queue"]
@@ -130,32 +279,30 @@ class QueueCollector(Collector):
             "gradequeue_submissions", "Submissions kept, by current status.", labels=["queue", "status"]
         )
         for queue_id, name in names.items():
-            c = counts.get(queue_id, {})
-            expired.add_metric([name], c.get("lease_expired", 0))
-            attempts.add_metric([name], sum(c.get(r, 0) for r in DELIVERY_ATTEMPT_REASONS))
-            failures.add_metric([name], sum(c.get(r, 0) for r in DELIVERY_FAILURE_REASONS))
+            c = values.get(queue_id, {})
+            expired.add_metric([name], c.get("leases_expired", 0.0))
+            attempts.add_metric([name], c.get("delivery_attempts", 0.0))
+            failures.add_metric([name], c.get("delivery_failures", 0.0))
             for status in Status.values:
-                submissions.add_metric([name, status], by_status[queue_id].get(status, 0))
+                submissions.add_metric([name, status], c.get(f"status:{status}", 0.0))
         yield expired
         yield attempts
         yield failures
         yield submissions
 
         yield _histogram(
-            "gradequeue_submit_to_graded",
-            "Seconds from submission to its grade (or failure notice).",
-            "created_at",
-            "graded_at",
+            "submit_to_graded",
+            "Seconds from submission to its grade (or failure notice), once per grading round.",
             SUBMIT_TO_GRADED_BUCKETS,
             names,
+            values,
         )
         yield _histogram(
-            "gradequeue_graded_to_delivered",
+            "graded_to_delivered",
             "Seconds from the grade to its delivery to the LMS.",
-            "graded_at",
-            "delivered_at",
             GRADED_TO_DELIVERED_BUCKETS,
             names,
+            values,
         )
 
 

@@ -152,6 +152,13 @@ class Submission(models.Model):
             models.Index(fields=["callback_hash", "queue", "submitted_by"], name="sub_supersede"),
             # The follow-up sweep and the admin filters.
             models.Index(fields=["status", "updated_at"], name="sub_status_updated"),
+            # queue_stats' "could not be graded": a failure notice stays in delivered for the rest of the
+            # semester, and without this index counting them walks every delivered submission.
+            models.Index(
+                fields=["queue"],
+                name="sub_failed",
+                condition=Q(status__in=["failed", "delivered", "dead_letter"]) & ~Q(failure_reason=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -244,3 +251,42 @@ class XqueueImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.origin} #{self.xqueue_id} → #{self.submission_id}"
+
+
+class MetricsWatermark(models.Model):
+    """How far ``grading.metrics`` has rolled the event trail up into ``MetricCounter`` rows: every event with
+    an id up to ``last_event_id`` is counted, except those listed in ``MetricGap``. One row (pk 1), which is
+    also the lock that one roll-up at a time holds."""
+
+    last_event_id = models.BigIntegerField(default=0)
+    rolled_up_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"events up to #{self.last_event_id}"
+
+
+class MetricGap(models.Model):
+    """An event id below the watermark that was not there when the roll-up passed it: its transaction may
+    still commit (ids are handed out before commit), so later roll-ups look for it until ``seen_at`` is
+    older than ``grading.metrics.GAP_HORIZON``."""
+
+    event_id = models.BigIntegerField(primary_key=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"gap #{self.event_id}"
+
+
+class MetricCounter(models.Model):
+    """One cumulative number of one queue, rolled up from the event trail (``grading.metrics``): survives
+    restarts and ``purge_submissions``, and every process reads the same row."""
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=64)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "name"], name="unique_metric_counter")]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} {self.name} = {self.value}"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from grading import files
+from grading import files, metrics
 from grading.models import Status, Submission
 
 FINISHED = (Status.DELIVERED, Status.SUPERSEDED, Status.CANCELLED)
@@ -77,4 +77,7 @@ def purge(
                     continue
                 doomed.append(pk)
                 report.files += len(paths)
+            if doomed:
+                # Their events are counted before they go, and they leave the kept-by-status gauge.
+                metrics.before_purge(doomed)
             report.submissions += Submission.objects.filter(pk__in=doomed).delete()[1].get(Submission._meta.label, 0)

@@ -40,6 +40,14 @@ SCHEDULE = [
         30,
         "record queue depth for the status page's chart",
     ),
+    # Scrapes roll the event trail up into the metrics' counters too, each for a few milliseconds; this
+    # keeps the counters caught up when nobody scrapes, or after a burst bigger than a scrape's share.
+    Periodic(
+        "gradequeue: roll up metrics",
+        "grading.rollup_metrics",
+        60,
+        "add new events to the metrics' counters",
+    ),
 ]
 
 PREFIX = "gradequeue: "

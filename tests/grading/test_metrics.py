@@ -169,3 +169,205 @@ def test_metrics_allow_list_takes_networks(queue: Queue, settings: Any) -> None:
     settings.GRADEQUEUE = {**settings.GRADEQUEUE, "METRICS_ALLOWED_NETWORKS": ["10.0.0.0/8"]}
     assert Client().get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+# --- Counters rolled up from the event trail ------------------------------------------------------------
+
+COUNTERS = (
+    "gradequeue_leases_expired_total",
+    "gradequeue_lms_delivery_attempts_total",
+    "gradequeue_lms_delivery_failures_total",
+    "gradequeue_submit_to_graded_seconds_count",
+    "gradequeue_submit_to_graded_seconds_sum",
+    "gradequeue_graded_to_delivered_seconds_count",
+    "gradequeue_graded_to_delivered_seconds_sum",
+)
+
+
+def counter_values(samples: dict) -> dict[tuple[str, str], float]:
+    return {(name, dict(labels)["queue"]): v for (name, labels), v in samples.items() if name in COUNTERS}
+
+
+def test_counters_show_exactly_the_transitions_made_after_the_last_scrape(
+    scripted_run: dict[str, int], queue: Queue, lms_user: Any, grader_user: Any, fake_lms: FakeLMS
+) -> None:
+    before = scrape()
+    assert value(before, "gradequeue_leases_expired_total", queue="test-123") == 1
+    # Three more expired leases ("expired" fails at its third), then "waiting" is graded and its grade
+    # delivered at the first attempt, 2 s after the grade.
+    with time_machine.travel(T0 + timedelta(hours=1), tick=False) as clock:
+        assert lifecycle.reclaim_expired() == {"requeued": 1, "failed": 0}
+        assert lifecycle.lease_next(queue, grader_user).submission_id == scripted_run["expired"]
+        assert lifecycle.lease_next(queue, grader_user).submission_id == scripted_run["waiting"]
+        clock.shift(61)
+        assert lifecycle.reclaim_expired() == {"requeued": 1, "failed": 1}
+        fake_lms.script = [200]
+        assert lease_and_answer(queue, grader_user, grade(True, 1.0)) == scripted_run["waiting"]
+        assert lifecycle.score_result(scripted_run["waiting"])
+        clock.shift(2)
+        assert delivery.deliver(scripted_run["waiting"]) == lifecycle.DeliveryOutcome.DELIVERED
+    after = scrape()
+    assert value(after, "gradequeue_leases_expired_total", queue="test-123") == 4
+    assert value(after, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 2
+    assert value(after, "gradequeue_lms_delivery_failures_total", queue="test-123") == 0
+    assert value(after, "gradequeue_graded_to_delivered_seconds_count", queue="test-123") == 2
+    assert value(after, "gradequeue_graded_to_delivered_seconds_sum", queue="test-123") == pytest.approx(2.5)
+    assert value(after, "gradequeue_graded_to_delivered_seconds_bucket", queue="test-123", le="2.0") == 2
+    assert value(after, "gradequeue_graded_to_delivered_seconds_bucket", queue="test-123", le="1.0") == 1
+    # The other queue saw nothing new.
+    for name in COUNTERS:
+        assert value(after, name, queue="other-queue") == value(before, name, queue="other-queue")
+    assert value(after, "gradequeue_submissions", queue="test-123", status="delivered") == 2
+    assert value(after, "gradequeue_submissions", queue="test-123", status="failed") == 1
+    assert value(after, "gradequeue_submissions", queue="test-123", status="queued") == 0
+    assert value(after, "gradequeue_submissions", queue="test-123", status="pulled") == 0
+    # Graded rounds: the first grade, the failure after three leases, the second grade.
+    assert value(after, "gradequeue_submit_to_graded_seconds_count", queue="test-123") == 3
+
+
+def test_a_second_scrape_without_transitions_counts_nothing_twice(scripted_run: dict[str, int]) -> None:
+    first = scrape()
+    assert counter_values(scrape()) == counter_values(first)
+    assert value(first, "gradequeue_lms_delivery_attempts_total", queue="other-queue") == 2
+
+
+def test_counters_do_not_go_down_when_purge_deletes_the_submissions_and_their_events(
+    scripted_run: dict[str, int],
+) -> None:
+    from grading import retention
+    from grading.models import SubmissionEvent
+
+    before = scrape()
+    with time_machine.travel(T0 + timedelta(days=30), tick=False):
+        report = retention.purge(timedelta(days=7), include_dead_letter=True)
+        assert report.submissions == 2  # the delivered one, and the dead letter
+        assert not SubmissionEvent.objects.filter(submission_id__in=[scripted_run["delivered"], scripted_run["dead"]])
+        after = scrape()
+    assert counter_values(after) == counter_values(before)
+    assert value(after, "gradequeue_lms_delivery_attempts_total", queue="other-queue") == 2
+    assert value(after, "gradequeue_submit_to_graded_seconds_count", queue="test-123") == 1
+    # The kept-by-status gauge follows the rows kept.
+    assert value(before, "gradequeue_submissions", queue="test-123", status="delivered") == 1
+    assert value(after, "gradequeue_submissions", queue="test-123", status="delivered") == 0
+    assert value(after, "gradequeue_submissions", queue="other-queue", status="dead_letter") == 0
+    assert value(after, "gradequeue_submissions", queue="other-queue", status="failed") == 1
+
+
+def test_purge_counts_events_that_no_scrape_has_seen_before_deleting_them(scripted_run: dict[str, int]) -> None:
+    from grading import retention
+
+    with time_machine.travel(T0 + timedelta(days=30), tick=False):
+        assert retention.purge(timedelta(days=7)).submissions == 1
+        samples = scrape()
+    assert value(samples, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 1
+    assert value(samples, "gradequeue_graded_to_delivered_seconds_count", queue="test-123") == 1
+    assert value(samples, "gradequeue_submit_to_graded_seconds_sum", queue="test-123") == pytest.approx(10.0)
+    assert value(samples, "gradequeue_submissions", queue="test-123", status="delivered") == 0
+
+
+def test_a_scrape_costs_the_same_queries_with_ten_times_the_rows_kept(
+    queue: Queue, lms_user: Any, fake_lms: FakeLMS, django_assert_num_queries: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_of_a_scrape() -> int:
+        scrape()  # rolls up what is new
+        with CaptureQueriesContext(connection) as captured:
+            scrape()
+        return len(captured.captured_queries)
+
+    for i in range(3):
+        submit(queue, lms_user, fake_lms.callback_url(i, "a"))
+    few = queries_of_a_scrape()
+    for i in range(3, 30):
+        submit(queue, lms_user, fake_lms.callback_url(i, "a"))
+    assert queries_of_a_scrape() == few
+
+
+def _event(pk: int, submission_id: int, reason: str, at: datetime) -> None:
+    from grading.models import SubmissionEvent
+
+    # A self-edge: only the reason's counter moves.
+    SubmissionEvent.objects.create(
+        pk=pk,
+        submission_id=submission_id,
+        from_status="queued",
+        to_status="queued",
+        reason=reason,
+        actor="t",
+        created_at=at,
+    )
+
+
+def test_an_event_whose_id_the_roll_up_passed_before_it_committed_is_counted_once_it_appears(
+    queue: Queue, lms_user: Any, fake_lms: FakeLMS
+) -> None:
+    from grading import metrics
+    from grading.models import MetricGap, SubmissionEvent
+
+    with time_machine.travel(T0, tick=False):
+        sub = submit(queue, lms_user, fake_lms.callback_url(1, "a"))
+        base = SubmissionEvent.objects.order_by("-pk").values_list("pk", flat=True)[0] + 10
+        metrics.rollup()
+        # Ids base+1 and base+2 were handed out to transactions not yet committed; base+3's has committed.
+        _event(base + 3, sub.pk, "lease_expired", T0)
+        assert metrics.rollup() == 1
+        assert sorted(MetricGap.objects.filter(event_id__gt=base).values_list("event_id", flat=True)) == [
+            base + 1,
+            base + 2,
+        ]
+        assert value(scrape(), "gradequeue_leases_expired_total", queue="test-123") == 1
+        _event(base + 1, sub.pk, "lease_expired", T0)
+        samples = scrape()
+    assert value(samples, "gradequeue_leases_expired_total", queue="test-123") == 2
+    assert list(MetricGap.objects.filter(event_id__gt=base).values_list("event_id", flat=True)) == [base + 2]
+    # base+2 was rolled back: an hour later it is no longer looked for, and nothing counts twice.
+    with time_machine.travel(T0 + metrics.GAP_HORIZON + timedelta(seconds=1), tick=False):
+        samples = scrape()
+    assert value(samples, "gradequeue_leases_expired_total", queue="test-123") == 2
+    assert not MetricGap.objects.filter(event_id__gt=base).exists()
+
+
+def test_ids_missing_between_old_events_are_not_looked_for(queue: Queue, lms_user: Any, fake_lms: FakeLMS) -> None:
+    """Events purged before the counters existed leave holes in the ids; no transaction of theirs is open."""
+    from grading import metrics
+    from grading.models import MetricGap, SubmissionEvent
+
+    with time_machine.travel(T0, tick=False):
+        sub = submit(queue, lms_user, fake_lms.callback_url(1, "a"))
+        base = SubmissionEvent.objects.order_by("-pk").values_list("pk", flat=True)[0] + 10
+        metrics.rollup()
+        _event(base + 50, sub.pk, "lease_expired", T0 - metrics.GAP_HORIZON - timedelta(seconds=1))
+        assert metrics.rollup() == 1
+    assert not MetricGap.objects.filter(event_id__gt=base - 10).exists()
+    assert value(scrape(), "gradequeue_leases_expired_total", queue="test-123") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_process_reports_the_same_counters(scripted_run: dict[str, int]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.processes import database_url
+
+    here = counter_values(scrape())
+    code = "from grading import metrics; print(metrics.render()[0].decode())"
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        env={**os.environ, "DATABASE_URL": database_url(), "GRADEQUEUE_DEV": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    there = {}
+    for family in text_string_to_metric_families(out):
+        for s in family.samples:
+            if s.name in COUNTERS:
+                there[(s.name, s.labels["queue"])] = s.value
+    assert there == here
+    assert there[("gradequeue_lms_delivery_attempts_total", "other-queue")] == 2
