@@ -90,3 +90,57 @@ def test_on_mysql_a_lease_claims_through_the_waiting_index_migration_0010_made(
             analyzed = json.loads(cursor.fetchone()[0])["query_block"]
         table = analyzed["table"] if "table" in analyzed else analyzed["nested_loop"][0]["table"]
         assert table["r_rows"] == 1, analyzed
+
+
+# A backlog as the tests' submit() writes it, but in one statement: 1 000 queues' rows through the API take long.
+_BACKLOG_SQL = """
+INSERT INTO grading_submission
+    (queue_id, status, lms_header, lms_callback_url, callback_hash, lms_key, body, files, submitted_by_id,
+     created_at, updated_at, lease_key, attempts, grader_reply, lms_body, failure_reason, delivery_attempts)
+SELECT q, 'queued', '{}', 'http://127.0.0.1:9/cb/' || q || '/' || n, md5(q || '/' || n), 'k', '{}', '{}'::jsonb,
+       NULL, now(), now(), '', 0, '', '', '', 0
+FROM unnest(%s::bigint[], %s::int[]) AS s(q, size), generate_series(1, size) AS n
+ORDER BY q, n
+"""
+
+
+def test_a_lease_reads_one_waiting_row_after_a_connection_has_run_it_many_times_among_many_queues(
+    lms_user: Any, grader_user: Any
+) -> None:
+    """Prepared after five runs, PostgreSQL plans a statement once for any queue ("generic plan").
+
+    With many queues of a few rows and one long one (statistics saying most rows wait), that plan walked the
+    queue's foreign-key index and sorted the whole queue to take its first row: the 6th and later leases of
+    each connection read all 20 000 rows of the long queue (70 ms a lease with 100 000 waiting).
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("query plans are PostgreSQL's")
+    from grading.models import Queue
+
+    queues = Queue.objects.bulk_create([Queue(name=f"q{i:04d}") for i in range(400)])
+    big = queues[0]
+    sizes = [20_000] + [3] * (len(queues) - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(_BACKLOG_SQL, [lifecycle._pg_ids(q.pk for q in queues), "{" + ",".join(map(str, sizes)) + "}"])
+        cursor.execute("ANALYZE grading_submission")
+    first = Submission.objects.filter(queue=big).order_by("pk").values_list("pk", flat=True)[0]
+
+    def rows_fetched() -> int:
+        # This transaction's own counters: the rows index scans fetched from the table so far.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'grading_submission'")
+            return int(cursor.fetchone()[0])
+
+    fetched, counted = [], []
+    for n in range(15):
+        before = rows_fetched()
+        lease = lifecycle.lease_next(big, grader_user)
+        fetched.append(rows_fetched() - before)
+        assert lease is not None and lease.submission_id == first + n
+        before = rows_fetched()
+        assert lifecycle.queue_length(big.pk, limit=1) == 1
+        counted.append(rows_fetched() - before)
+    # The claim reads the head of sub_waiting, then the update takes the row it found: a few rows, every time.
+    assert max(fetched) <= 3, fetched
+    # "Is there work?" (prepared, its generic plan index-only) reads one index entry, and at most its row.
+    assert max(counted) <= 1, counted
