@@ -86,3 +86,19 @@ def test_the_local_cache_forgets_on_demand_and_can_be_turned_off(settings: Any) 
     settings.GRADEQUEUE = {**settings.GRADEQUEUE, "LOCAL_CACHE_SECONDS": 0}
     localcache.put("k", "v")
     assert localcache.get("k") is None
+
+
+def test_a_full_local_cache_makes_room_by_dropping_the_least_recently_used_entry(settings: Any) -> None:
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "LOCAL_CACHE_SECONDS": 60.0}
+    localcache.clear()
+    for n in range(10_000):
+        localcache.put(f"k{n}", n)
+    assert localcache.get("k0") == 0  # read: now the most recently used
+    localcache.put("k10000", 10_000)
+    assert (localcache.get("k0"), localcache.get("k1"), localcache.get("k2"), localcache.get("k10000")) == (
+        0,
+        None,
+        2,
+        10_000,
+    )
+    localcache.clear()
