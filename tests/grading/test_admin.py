@@ -212,3 +212,46 @@ def test_the_admin_refuses_an_http_queue_without_a_grader_url(staff: Client) -> 
     response = staff.post("/admin/grading/queue/add/", {**form, "push_url": "http://127.0.0.1:1710/"})
     assert response.status_code == 302
     assert Queue.objects.get(name="py-http").push_url == "http://127.0.0.1:1710/"
+
+
+# --- A list that stays cheap with a semester of submissions kept ----------------------------------------
+
+
+def test_search_finds_a_submission_by_its_id_or_its_whole_callback_url(
+    staff: Client, queue: Queue, lms_user: Any
+) -> None:
+    first = submit(queue, lms_user, "http://127.0.0.1:9/cb/block-7/score_update")
+    second = submit(queue, lms_user, "http://127.0.0.1:9/cb/block-8/score_update")
+    assert listed(staff, f"?q={second.pk}") == {second.pk}
+    assert listed(staff, "?q=http://127.0.0.1:9/cb/block-7/score_update") == {first.pk}
+    assert listed(staff, "?q=%20http://127.0.0.1:9/cb/block-8/score_update%20") == {second.pk}
+    # Part of a URL would be a walk over every kept row: it finds nothing.
+    assert listed(staff, "?q=block-7") == set()
+
+
+def test_the_list_counts_matching_rows_only_up_to_its_cap(
+    staff: Client, queue: Queue, lms_user: Any, monkeypatch: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from grading.admin import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "CAP", 3)
+    for i in range(5):
+        submit(queue, lms_user, f"http://127.0.0.1:9/cb/{i}")
+    with CaptureQueriesContext(connection) as captured:
+        response = staff.get(CHANGELIST + "?status__exact=queued")
+    assert response.context["cl"].result_count == 3
+    assert response.context["cl"].full_result_count is None
+    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert len(counts) == 1
+    assert "LIMIT 3" in counts[0].upper()
+
+
+def test_submissions_cannot_be_deleted_from_the_admin(staff: Client, queue: Queue, lms_user: Any) -> None:
+    s = submit(queue, lms_user)
+    assert staff.get(f"{CHANGELIST}{s.pk}/delete/").status_code == 403
+    actions = [name for name, _ in staff.get(CHANGELIST).context["action_form"].fields["action"].choices]
+    assert actions == ["", "requeue", "fail_with_notice", "redeliver", "cancel"]
+    assert Submission.objects.filter(pk=s.pk).exists()
