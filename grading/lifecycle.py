@@ -2,9 +2,10 @@
 
 A transition is a conditional UPDATE (``WHERE id = … AND status = <expected>``) that must change exactly
 one row, plus an event row in the same transaction. Losing a race is normal: the caller gets ``False``
-(or ``None``) and moves on. Follow-up work (scoring, LMS delivery, push dispatch) is enqueued only after
-the transaction commits; if the broker is unreachable at that moment, ``sweep_followups`` finds the row
-later, because the database, not the broker, is the record of every submission.
+(or ``None``) and moves on. Follow-up work (scoring, LMS delivery, push dispatch) is published
+(``grading.publish``) only after the transaction commits; if the broker is unreachable at that moment,
+``sweep_followups`` finds the row later, because the database, not the broker, is the record of every
+submission.
 
 How a submission moves::
 
@@ -42,9 +43,9 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from grading import outage
+from grading import publish
 from grading.conf import policy_for, setting
-from grading.models import Queue, QueueMode, Status, Submission, SubmissionEvent, callback_digest
+from grading.models import PUSH_MODES, Queue, Status, Submission, SubmissionEvent, callback_digest
 
 logger = logging.getLogger("grading.lifecycle")
 
@@ -198,31 +199,14 @@ def transition(
 
 # --- Follow-up work ---------------------------------------------------------------------------------
 
-# Which task continues a submission that has just entered a state. A returned reply asks for a scoring run
-# instead (request_scoring, below); push-mode queues add "dispatch".
-FOLLOWUP_TASK = {
-    Status.GRADED: "grading.deliver_result",
-    Status.FAILED: "grading.deliver_result",
-}
 
-
-def enqueue(task_name: str, submission_id: int, countdown: float | None = None) -> None:
-    """Send a task message now. Broker failures are counted and logged once per outage (grading.outage),
-    not raised: the sweep re-enqueues."""
-    outage.send_task(task_name, args=[submission_id], countdown=countdown)
-
-
-def enqueue_after_commit(task_name: str, submission_id: int, countdown: float | None = None) -> None:
-    transaction.on_commit(lambda: enqueue(task_name, submission_id, countdown))
-
-
-def _schedule_followup(submission_id: int, to_status: str, countdown: float | None = None) -> None:
+def _schedule_followup(submission_id: int, to_status: str) -> None:
+    """After commit, ask for the work that continues a submission that has just entered ``to_status``: a
+    returned reply asks for a scoring run, a graded or failed submission for its delivery."""
     if to_status == Status.RETURNED:
         transaction.on_commit(request_scoring)
-        return
-    task_name = FOLLOWUP_TASK.get(Status(to_status))
-    if task_name is not None:
-        enqueue_after_commit(task_name, submission_id, countdown)
+    elif to_status in (Status.GRADED, Status.FAILED):
+        publish.deliver_after_commit(submission_id)
 
 
 # --- Scoring runs ---------------------------------------------------------------------------------------
@@ -287,7 +271,7 @@ def request_scoring(*, force: bool = False) -> None:
             if not rang and not _cache_degraded():
                 _bell_known_until = asked_at + SCORE_BELL_MEMORY
                 return
-    if not outage.send_task("grading.score_returned"):
+    if not publish.score_run():
         # The sweep will ask for the run; the bell must not make later replies think one is on its way.
         if bell:
             clear_scoring_bell()
@@ -364,7 +348,7 @@ def submit(new: NewSubmission, user: Any) -> tuple[Submission, int]:
             updated_at=now,
         )
         _record(submission.pk, "", Status.QUEUED, "submitted", actor, now, {"queue": new.queue.name})
-        schedule_dispatch(new.queue.pk, new.queue.mode)
+        publish.dispatch_after_commit(new.queue.pk, new.queue.mode)
         earlier = (
             Submission.objects.filter(
                 callback_hash=digest,
@@ -471,7 +455,7 @@ def import_submission(item: ImportedSubmission, *, actor: str) -> tuple[ImportOu
             details = {"queue": new.queue.name, "origin": item.origin, "xqueue_id": item.xqueue_id}
             _record(submission.pk, "", status, "imported", actor, now, details)
             if status == Status.QUEUED:
-                schedule_dispatch(new.queue.pk, new.queue.mode)
+                publish.dispatch_after_commit(new.queue.pk, new.queue.mode)
             else:
                 _schedule_followup(submission.pk, status)
     except IntegrityError:
@@ -1193,7 +1177,7 @@ def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) ->
         ):
             counts["requeued"] += 1
     for queue_id, mode in woken.items():
-        schedule_dispatch(queue_id, mode)
+        publish.dispatch_after_commit(queue_id, mode)
     return counts
 
 
@@ -1392,7 +1376,7 @@ def record_delivery(
                 queue_name=queue_name,
                 next_delivery_at=now + timedelta(seconds=delay),
             ):
-                enqueue_after_commit("grading.deliver_result", claim.submission_id, countdown=delay)
+                publish.deliver_after_commit(claim.submission_id, countdown=delay)
             else:
                 _record_late_answer(claim, details, now)
             return DeliveryOutcome.RETRY, delay
@@ -1615,7 +1599,7 @@ def requeue(submission_id: int, *, actor: str) -> bool:
             next_delivery_at=None,
         )
         if done:
-            schedule_dispatch(row[1], row[2])
+            publish.dispatch_after_commit(row[1], row[2])
     return done
 
 
@@ -1657,7 +1641,7 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
     for pk in Submission.objects.filter(
         status__in=(Status.GRADED, Status.FAILED), next_delivery_at__lte=stale
     ).values_list("pk", flat=True)[:batch]:
-        enqueue("grading.deliver_result", pk)
+        publish.deliver(pk)
         counts["deliver"] += 1
     # Push-mode queues with work that has waited too long: the dispatch message was lost, or the queue was
     # at its in-flight cap when a slot freed up without a dispatch (a lease superseded or cancelled).
@@ -1666,28 +1650,15 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
         .values_list("queue_id", flat=True)
         .distinct()[:batch]
     ):
-        enqueue_dispatch(queue_id)
+        publish.dispatch(queue_id)
         counts["dispatch"] += 1
     return counts
 
 
 # --- Push modes ----------------------------------------------------------------------------------------
 # grading.push leases submissions of celery- and http-mode queues to their graders. These are the
-# lifecycle's side of it: waking the dispatcher whenever a push queue may have work and a free slot, and
-# the two ways a push lease ends early.
-
-PUSH_MODES = (QueueMode.CELERY, QueueMode.HTTP)
-
-
-def enqueue_dispatch(queue_id: int) -> None:
-    """Ask a worker to lease and send out the waiting submissions of a push-mode queue (idempotent)."""
-    outage.send_task("grading.dispatch", args=[queue_id])
-
-
-def schedule_dispatch(queue_id: int, mode: str) -> None:
-    """After commit, wake the dispatcher of ``queue_id`` if it is a push-mode queue."""
-    if mode in PUSH_MODES:
-        transaction.on_commit(lambda: enqueue_dispatch(queue_id))
+# lifecycle's side of it: the two ways a push lease ends early. (The transitions that may give a push queue
+# work or a free slot wake its dispatcher through grading.publish.)
 
 
 def release_lease(submission_id: int, key: str, *, reason: str, actor: str, why: str, refund: bool) -> bool:

@@ -20,6 +20,10 @@ class QueueMode(models.TextChoices):
     HTTP = "http", "Push to an HTTP grader"
 
 
+# The modes whose submissions gradequeue sends out (grading.push) instead of waiting for a grader to pull them.
+PUSH_MODES = (QueueMode.CELERY, QueueMode.HTTP)
+
+
 class Queue(models.Model):
     name = models.CharField(max_length=128, unique=True)
     mode = models.CharField(max_length=16, choices=QueueMode.choices, default=QueueMode.PULL)

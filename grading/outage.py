@@ -117,30 +117,12 @@ database = Outage(
     consequence="XQueue calls that need it answer the failure envelope",
 )
 
-# The broker: a publish that fails leaves the work to the periodic sweep (the database is the record), so
-# while the broker is unreachable publishes are skipped for BROKER_RETRY_SECONDS instead of each request
-# paying the connection timeout (twice, with the publish retry).
+# The broker, for grading.publish: a publish that fails leaves the work to the periodic sweep (the database is
+# the record), so while the broker is unreachable publishes are skipped for BROKER_RETRY_SECONDS instead of
+# each request paying the connection timeout (twice, with the publish retry).
 broker = Outage(
     "broker",
     logging.getLogger("grading.broker"),
     retry_seconds=5.0,
     consequence="task messages are not sent; the periodic sweep sends the work once it answers",
 )
-
-
-def send_task(name: str, **options: Any) -> bool:
-    """Publish a Celery task message. Never raises: False when the broker could not be reached (or was
-    skipped because it could not be a moment ago); the caller's work is then found by the sweep."""
-    from celery_app import app
-    from grading.conf import setting
-
-    broker.retry_seconds = float(setting("BROKER_RETRY_SECONDS"))
-    if not broker.allow():
-        return False
-    try:
-        app.send_task(name, **options)
-    except Exception as exc:
-        broker.failed(exc)
-        return False
-    broker.succeeded()
-    return True

@@ -33,14 +33,13 @@ import time
 import requests
 from django.db import transaction
 
-from gradequeue_grader.protocol import GRADE_TASK, ReplyRoute, grade_message
-from grading import files, lifecycle, secretbox
+from gradequeue_grader.protocol import ReplyRoute, grade_message
+from grading import files, lifecycle, publish, secretbox
 from grading.conf import setting
 from grading.models import Queue, QueueMode, Status, Submission
 
 logger = logging.getLogger("grading.push")
 
-PUSH_HTTP_TASK = "grading.push_http"
 DISPATCH_ACTOR = "system:dispatch"
 
 _session = requests.Session()
@@ -86,22 +85,12 @@ def _lease_within_cap(queue: Queue) -> lifecycle.Lease | None:
         return lifecycle.lease_next(queue, None, reason="dispatch", actor=DISPATCH_ACTOR)
 
 
-def _send(queue: Queue, lease: lifecycle.Lease) -> None:
-    from celery_app import app
-
+def _send(queue: Queue, lease: lifecycle.Lease) -> bool:
+    """Publish a leased submission to its grader (grading.publish): False if the broker did not take it."""
     if queue.mode == QueueMode.CELERY:
-        app.send_task(
-            GRADE_TASK,
-            kwargs=dict(
-                grade_message(lease.submission_id, lease.key, lease.body, _file_urls(lease.files), reply_route())
-            ),
-            queue=broker_queue_name(queue),
-            # A message still waiting when its lease ends is dropped by the grader's worker unrun: by
-            # then the submission has been (or will be) dispatched again under a new key.
-            expires=lease.expires_at,
-        )
-    else:
-        app.send_task(PUSH_HTTP_TASK, args=[lease.submission_id, lease.key, 1], expires=lease.expires_at)
+        message = grade_message(lease.submission_id, lease.key, lease.body, _file_urls(lease.files), reply_route())
+        return publish.grade(message, broker_queue_name(queue), lease.expires_at)
+    return publish.push_http(lease.submission_id, lease.key, 1, expires=lease.expires_at)
 
 
 def dispatch(queue_id: int) -> int:
@@ -122,24 +111,22 @@ def dispatch(queue_id: int) -> int:
         lease = _lease_within_cap(queue)
         if lease is None:
             return sent
-        try:
-            _send(queue, lease)
-        except Exception as exc:
-            # The broker is unreachable: give the submission back at once, with its attempt, rather than
-            # leave it leased to nobody until the lease runs out. The sweep dispatches it again later.
-            logger.warning("could not send submission %s of queue %s", lease.submission_id, queue.name, exc_info=True)
+        if not _send(queue, lease):
+            # The broker is unreachable (grading.publish logs the outage once): give the submission back at
+            # once, with its attempt, rather than leave it leased to nobody until the lease runs out. The
+            # sweep dispatches it again later.
             lifecycle.release_lease(
                 lease.submission_id,
                 lease.key,
                 reason="dispatch_failed",
                 actor=DISPATCH_ACTOR,
-                why=f"{type(exc).__name__}: {exc}"[:500],
+                why=publish.unsent_reason()[:500],
                 refund=True,
             )
             return sent
         sent += 1
     # More may be waiting: let a fresh task carry on, so that one queue cannot hold a worker for long.
-    lifecycle.enqueue_dispatch(queue.pk)
+    publish.dispatch(queue.pk)
     return sent
 
 
@@ -175,7 +162,7 @@ def _take_reply(
 def _wake_if_capped(queue_id: int, max_in_flight: int | None) -> None:
     # Without a cap every waiting submission was already dispatched; with one, a slot has just freed up.
     if max_in_flight is not None:
-        transaction.on_commit(lambda: lifecycle.enqueue_dispatch(queue_id))
+        transaction.on_commit(lambda: publish.dispatch(queue_id))
 
 
 # --- Celery-queue graders ------------------------------------------------------------------------------
@@ -291,17 +278,7 @@ def push_http(submission_id: int, key: str, attempt: int) -> tuple[PushOutcome, 
     why = error or f"the grader answered HTTP {http_status}"
     if lifecycle.is_transient(http_status) and attempt < int(setting("PUSH_HTTP_ATTEMPTS")):
         delay = push_backoff(attempt)
-        from celery_app import app
-
-        try:
-            app.send_task(PUSH_HTTP_TASK, args=[submission_id, key, attempt + 1], countdown=delay)
-        except Exception:
-            logger.warning(
-                "could not schedule push %s of submission %s; its lease will expire",
-                attempt + 1,
-                submission_id,
-                exc_info=True,
-            )
+        publish.push_http(submission_id, key, attempt + 1, countdown=delay)
         return PushOutcome.RETRY, delay
     if lifecycle.is_transient(http_status):
         why = f"{why} (after {attempt} attempts)"

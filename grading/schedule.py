@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from grading import publish
+
 
 @dataclass(frozen=True)
 class Periodic:
@@ -20,7 +22,7 @@ SCHEDULE = [
     # expiry, for one indexed query when nothing has expired.
     Periodic(
         "gradequeue: reclaim expired leases",
-        "grading.reclaim_expired_leases",
+        publish.RECLAIM_TASK,
         15,
         "return expired leases to their queue promptly",
     ),
@@ -28,7 +30,7 @@ SCHEDULE = [
     # is fine, and the sweep's queries are cheap index scans.
     Periodic(
         "gradequeue: sweep lost follow-ups",
-        "grading.sweep_followups",
+        publish.SWEEP_TASK,
         30,
         "re-enqueue scoring and delivery whose message never ran",
     ),
@@ -36,7 +38,7 @@ SCHEDULE = [
     # filling up during an exam clearly, for one small row per queue per sample.
     Periodic(
         "gradequeue: sample queue depth",
-        "grading.sample_queue_depth",
+        publish.SAMPLE_DEPTH_TASK,
         30,
         "record queue depth for the status page's chart",
     ),
@@ -44,7 +46,7 @@ SCHEDULE = [
     # keeps the counters caught up when nobody scrapes, or after a burst bigger than a scrape's share.
     Periodic(
         "gradequeue: roll up metrics",
-        "grading.rollup_metrics",
+        publish.ROLLUP_METRICS_TASK,
         60,
         "add new events to the metrics' counters",
     ),

@@ -12,8 +12,7 @@ from typing import Any
 from django.db import InterfaceError, OperationalError
 
 from celery_app import app
-from gradequeue_grader.protocol import RECORD_TASK
-from grading import delivery, lifecycle, push
+from grading import delivery, lifecycle, publish, push
 
 # Only database hiccups are retried by Celery. LMS delivery keeps its own retry schedule in the database
 # (lifecycle.record_delivery), so that it survives restarts and shows in the submission's timeline.
@@ -32,7 +31,7 @@ COMMON: dict[str, Any] = {
 
 # Scoring goes straight on to the first delivery attempt in the same task (no second task message); the time
 # limits leave room for the POSTs. Later attempts, and failure notices, are deliver_result's.
-@app.task(name="grading.score_returned", soft_time_limit=150, time_limit=180, **COMMON)
+@app.task(name=publish.SCORE_RUN_TASK, soft_time_limit=150, time_limit=180, **COMMON)
 def score_returned() -> dict[str, int]:
     """A scoring run: every returned reply waiting (grading.lifecycle, "Scoring runs")."""
     return delivery.score_and_deliver_returned()
@@ -47,18 +46,18 @@ def score_result(submission_id: int) -> str | None:
     return delivery.send(claim).value
 
 
-@app.task(name="grading.deliver_result", soft_time_limit=60, time_limit=90, **COMMON)
+@app.task(name=publish.DELIVER_TASK, soft_time_limit=60, time_limit=90, **COMMON)
 def deliver_result(submission_id: int) -> str | None:
     outcome = delivery.deliver(submission_id)
     return outcome.value if outcome else None
 
 
-@app.task(name="grading.reclaim_expired_leases", soft_time_limit=120, time_limit=150, **COMMON)
+@app.task(name=publish.RECLAIM_TASK, soft_time_limit=120, time_limit=150, **COMMON)
 def reclaim_expired_leases() -> dict[str, int]:
     return lifecycle.reclaim_expired()
 
 
-@app.task(name="grading.sweep_followups", soft_time_limit=120, time_limit=150, **COMMON)
+@app.task(name=publish.SWEEP_TASK, soft_time_limit=120, time_limit=150, **COMMON)
 def sweep_followups() -> dict[str, int]:
     return lifecycle.sweep_followups()
 
@@ -66,19 +65,19 @@ def sweep_followups() -> dict[str, int]:
 # --- Push modes (grading.push) ---------------------------------------------------------------------------
 
 
-@app.task(name="grading.dispatch", soft_time_limit=120, time_limit=150, **COMMON)
+@app.task(name=publish.DISPATCH_TASK, soft_time_limit=120, time_limit=150, **COMMON)
 def dispatch(queue_id: int) -> int:
     return push.dispatch(queue_id)
 
 
-@app.task(name=RECORD_TASK, soft_time_limit=20, time_limit=30, **COMMON)
+@app.task(name=publish.RECORD_TASK, soft_time_limit=20, time_limit=30, **COMMON)
 def record_result(submission_id: int, submission_key: str, reply: str, grader: str = "") -> str:
     """A Celery grader's reply (``gradequeue_grader.protocol.reply_args``), sent through the broker."""
     return push.record_result(submission_id, submission_key, reply, grader).value
 
 
 # The POST's own timeout is a setting; the time limit leaves room for it and for recording the outcome.
-@app.task(name="grading.push_http", soft_time_limit=150, time_limit=180, **COMMON)
+@app.task(name=publish.PUSH_HTTP_TASK, soft_time_limit=150, time_limit=180, **COMMON)
 def push_http(submission_id: int, submission_key: str, attempt: int = 1) -> str:
     outcome, _delay = push.push_http(submission_id, submission_key, attempt)
     return outcome.value

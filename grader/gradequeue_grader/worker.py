@@ -134,18 +134,14 @@ def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folde
 
     def send_reply(reply_to: ReplyRoute | None, args: list[int | str]) -> None:
         route = reply_to or DEFAULT_REPLY_TO
-        if named_exchanges:
-            # Straight to gradequeue's exchange, declaring nothing: write permission on it is all it takes.
-            app.send_task(
-                RECORD_TASK,
-                args=args,
-                exchange=route["exchange"],
-                routing_key=route["routing_key"],
-                declare=[],
-            )
-        else:
-            # Redis and the filesystem transport route by queue name.
-            app.send_task(RECORD_TASK, args=args, queue=route["routing_key"], declare=[])
+        # Straight to gradequeue's exchange, declaring nothing: write permission on it is all it takes.
+        # Redis and the filesystem transport route by queue name instead.
+        target: dict[str, Any] = (
+            {"exchange": route["exchange"], "routing_key": route["routing_key"]}
+            if named_exchanges
+            else {"queue": route["routing_key"]}
+        )
+        app.send_task(RECORD_TASK, args=args, declare=[], **target)
 
     @app.task(name=GRADE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def grade(
