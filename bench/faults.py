@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -67,10 +68,23 @@ QUIET_SECONDS = 6.0  # the LMS heard nothing for this long: a late duplicate wou
 SETTLED = ("delivered", "dead_letter", "superseded", "cancelled")
 
 
+_next_port = int(os.environ.get("BENCH_PORT_BASE", "0"))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A free port of 127.0.0.1: the next free one from BENCH_PORT_BASE on when that is set, else any."""
+    global _next_port
+    while True:
+        port = _next_port
+        if port:
+            _next_port += 1
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float) -> bool:
@@ -258,6 +272,9 @@ class LMS:
         self.sessions: dict[str, loadgen.Session] = {}
         self.received: dict[str, list[float]] = {}
         self.keys: dict[str, list[str]] = {}
+        # Every POST taken in: (number, Idempotency-Key, arrived, taken in, answered), monotonic seconds
+        # (answered: None when the answer could not be written, the sender gone).
+        self.posts: list[tuple[str, str, float, float, float | None]] = []
         self.notices: set[str] = set()
         self.refused_posts = 0
         self.answered_503 = 0
@@ -305,7 +322,7 @@ class LMS:
                 message = reader.read()
                 if message is None:
                     return
-                self.last_post = time.monotonic()
+                arrived = self.last_post = time.monotonic()
                 number = message.target.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
                 with self.lock:
                     mode, latency = self.mode, self.latency
@@ -321,12 +338,20 @@ class LMS:
                     continue
                 time.sleep(random.uniform(*latency))
                 form = urllib.parse.parse_qs(message.body.decode("utf-8", "replace"))
+                key = message.get("idempotency-key") or ""
+                taken = time.monotonic()
                 with self.lock:
-                    self.received.setdefault(number, []).append(time.monotonic())
-                    self.keys.setdefault(number, []).append(message.get("idempotency-key") or "")
+                    self.received.setdefault(number, []).append(taken)
+                    self.keys.setdefault(number, []).append(key)
                     if '"correct": null' in (form.get("xqueue_body") or [""])[0]:
                         self.notices.add(number)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                answered: float | None = None
+                try:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    answered = time.monotonic()
+                finally:
+                    with self.lock:
+                        self.posts.append((number, key, arrived, taken, answered))
                 with self.lock:
                     self.busy.discard(conn)
                     if self.mode == "refuse":
@@ -362,6 +387,7 @@ class Gradequeue:
         self.web_port = int(env["WEB_BIND"].rpartition(":")[2])
         self.restarts: Counter[str] = Counter()
         self.log_offsets: dict[str, int] = {}
+        self.kills: list[tuple[str, float]] = []  # (tag, monotonic time of the SIGKILL)
 
     def _cmd(self, tag: str) -> list[str]:
         venv = self.checkout / ".venv" / "bin"
@@ -438,6 +464,7 @@ class Gradequeue:
     def kill(self, tag: str) -> None:
         """SIGKILL the process and everything it started (a container or machine dying)."""
         proc = self.procs[tag]
+        self.kills.append((tag, time.monotonic()))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -456,6 +483,7 @@ class Gradequeue:
             return False
         if not children:
             return False
+        self.kills.append(("pool", time.monotonic()))
         try:
             os.kill(int(random.choice(children)), signal.SIGKILL)
         except ProcessLookupError:
@@ -915,6 +943,12 @@ def _run(
     with lms.lock:
         received = {n: list(ts) for n, ts in lms.received.items()}
     dup_keys = [lms.keys[n] for n in accepted if len(received.get(n, [])) > 1]
+    with lms.lock:
+        posts = list(lms.posts)
+    windows, repeats = repeat_windows(posts, gq.kills, accepted)
+    timelines = delivery_timelines(services, db, sorted({r["number"] for r in repeats}, key=int)[:200])
+    for line in repeats:
+        line["timeline"] = timelines.get(line["number"], "")
     report = {
         "scenario": scenario.name,
         "what": scenario.what,
@@ -932,6 +966,9 @@ def _run(
         "lms_answered_503": lms.answered_503,
         "idempotency_keys_sent": sum(1 for ks in lms.keys.values() for k in ks if k),
         "duplicates_with_repeated_key": sum(1 for ks in dup_keys if ks[0] and len(set(ks)) < len(ks)),
+        "repeat_windows": dict(windows),
+        "repeats": repeats,
+        "kills_s": [(tag, round(t - t0, 2)) for tag, t in gq.kills],
         "db_statuses": statuses,
         "restarts": dict(gq.restarts),
         "notes": run.notes,
@@ -960,6 +997,71 @@ def tally(accepted: dict[str, float], received: dict[str, list[float]], fault_en
         "lost_numbers": lost[:20],
         "recover_s": recover,
     }
+
+
+def delivery_timelines(services: Services, db: str, numbers: list[str]) -> dict[str, str]:
+    """The delivery events of these submissions (by the LMS's number): "reason:attempt@time" each."""
+    if not numbers:
+        return {}
+    sql = (
+        "SELECT regexp_replace(s.lms_callback_url, '.*/cb/', ''), string_agg(e.reason || ':' "
+        "|| coalesce(e.details->>'attempt', '') || '@' || to_char(e.created_at, 'HH24:MI:SS.MS'), ' ' "
+        "ORDER BY e.id) FROM grading_submission s JOIN grading_submissionevent e ON e.submission_id = s.id "
+        f"WHERE s.lms_callback_url ~ '/cb/({'|'.join(numbers)})$' AND e.created_at >= s.graded_at GROUP BY 1"
+    )
+    try:
+        return dict(line.split("|", 1) for line in services.psql(sql, db).splitlines() if "|" in line)
+    except (subprocess.SubprocessError, OSError):
+        return {}
+
+
+# A POST whose answer came back this long before a kill, yet was sent again, was answered but not recorded.
+RECORD_WINDOW = 5.0
+
+
+def repeat_windows(
+    posts: list[tuple[str, str, float, float, float | None]], kills: list[tuple[str, float]], accepted: set[str]
+) -> tuple[Counter[str], list[dict[str, Any]]]:
+    """Why each grade the LMS took in was sent again: the window the POST before each repeat fell in.
+
+    ``at_lms``: a worker or pool process was killed while that POST was at the LMS (it arrived, and its
+    answer had not yet gone out): HTTP cannot tell the sender the grade was taken. ``answered``: the kill came
+    after the LMS had answered (within RECORD_WINDOW s): the answer was not recorded in time. ``no_kill``: no
+    kill near it: gradequeue sent the grade again on its own. Returns the counts and one line per repeat
+    (times in seconds, relative to the POST's arrival)."""
+    by_number: dict[str, list[tuple[str, float, float, float | None]]] = {}
+    for number, key, arrived, taken, answered in posts:
+        if number in accepted:
+            by_number.setdefault(number, []).append((key, arrived, taken, answered))
+    moments = sorted(t for _tag, t in kills)
+    counts: Counter[str] = Counter()
+    lines: list[dict[str, Any]] = []
+    for number, seen in sorted(by_number.items(), key=lambda item: int(item[0])):
+        seen.sort(key=lambda post: post[1])
+        for (key, arrived, taken, answered), following in itertools.pairwise(seen):
+            out = answered if answered is not None else taken
+            near = [k for k in moments if arrived <= k <= out + RECORD_WINDOW]
+            if any(k <= out for k in near):
+                window = "at_lms"
+            elif near:
+                window = "answered"
+            else:
+                window = "no_kill"
+            counts[window] += 1
+            lines.append(
+                {
+                    "number": number,
+                    "window": window,
+                    "kill_after_s": round(near[0] - arrived, 3) if near else None,
+                    "answered_after_s": None if answered is None else round(answered - arrived, 3),
+                    "again_after_s": round(following[1] - arrived, 1),
+                    "same_key": key == following[0],
+                    "arrived_at": datetime.fromtimestamp(time.time() - time.monotonic() + arrived, UTC).strftime(
+                        "%H:%M:%S.%f"
+                    )[:-3],
+                }
+            )
+    return counts, lines
 
 
 def table(reports: list[dict[str, Any]], label: str) -> str:
