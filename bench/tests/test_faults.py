@@ -50,6 +50,36 @@ def test_when_every_owed_grade_arrived_during_the_fault_recovery_is_zero() -> No
     assert row["recover_s"] == 0.0
 
 
+def test_each_repeat_is_put_in_the_window_its_earlier_post_fell_in() -> None:
+    # (number, key, arrived, taken in, answered): "1" was at the LMS (taken in, not yet answered) when the
+    # worker was killed (10.05), "2" had been answered 3 ms before it, "3" was sent again with no kill near,
+    # "4" arrived once, "9" was never accepted, and "5" got no answer (the sender gone): the pool process
+    # was killed (30.0) while the LMS held it.
+    posts = [
+        ("1", "k1", 10.0, 10.04, 10.101),
+        ("2", "k2", 9.9, 10.0, 10.047),
+        ("3", "k3", 20.0, 20.1, 20.1),
+        ("4", "k4", 10.0, 10.1, 10.1),
+        ("9", "k9", 10.0, 10.1, 10.1),
+        ("5", "k5", 29.9, 30.05, None),
+        ("1", "k1", 70.0, 70.1, 70.1),
+        ("2", "k2", 71.0, 71.1, 71.1),
+        ("3", "other", 50.0, 50.1, 50.1),
+        ("9", "k9", 60.0, 60.1, 60.1),
+        ("5", "k5", 80.0, 80.1, 80.1),
+    ]
+    kills = [("worker", 10.05), ("pool", 30.0)]
+    counts, lines = faults.repeat_windows(posts, kills, {"1", "2", "3", "4", "5"})
+    assert dict(counts) == {"at_lms": 2, "answered": 1, "no_kill": 1}
+    assert [(line["number"], line["window"], line["kill_after_s"], line["again_after_s"]) for line in lines] == [
+        ("1", "at_lms", 0.05, 60.0),
+        ("2", "answered", 0.15, 61.1),
+        ("3", "no_kill", None, 30.0),
+        ("5", "at_lms", 0.1, 50.1),
+    ]
+    assert [line["same_key"] for line in lines] == [True, True, False, True]
+
+
 @pytest.fixture
 def lms() -> Iterator[Any]:
     with socket.socket() as sock:
