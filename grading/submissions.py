@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 
-from grading import callbacks, files, lifecycle
+from grading import callbacks, files, headers, lifecycle
 from grading.models import Queue, Submission
 
 
@@ -20,20 +20,18 @@ def accept(
     *,
     queue: Queue,
     user: Any,
-    lms_header: str,
-    lms_callback_url: str,
-    lms_key: str,
+    header: headers.LmsHeader,
     body: str,
     uploads: dict[str, UploadedFile],
     upload_count: int | None = None,
 ) -> tuple[Submission, int]:
-    """Record a new submission of ``user`` in ``queue``; returns it and the queue's length after it.
+    """Record a new submission of ``user`` in ``queue`` under ``header``; returns it and the queue's length after it.
 
     ``uploads`` maps each file's name to its upload (``upload_count``: how many file parts arrived, which
     may be more than the names). Raises Refused with the client's message for a callback URL off the
     allow-list or files over the limits.
     """
-    refused = callbacks.refusal(lms_callback_url)
+    refused = callbacks.refusal(header.lms_callback_url)
     if refused:
         raise Refused(refused)
     try:
@@ -43,9 +41,9 @@ def accept(
     stored = files.store(uploads) if uploads else {}
     new = lifecycle.NewSubmission(
         queue=queue,
-        lms_header=lms_header,
-        lms_callback_url=lms_callback_url,
-        lms_key=lms_key,
+        lms_header=header.text,
+        lms_callback_url=header.lms_callback_url,
+        lms_key=header.lms_key,
         body=body,
         files=stored,
     )

@@ -28,7 +28,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from grading import access, files, lifecycle, logins, outage, submissions, throttle
+from grading import access, files, headers, lifecycle, logins, outage, submissions, text, throttle
 from grading.api import inputs
 from grading.api.envelope import fail, ok
 from grading.conf import setting
@@ -63,7 +63,7 @@ class XQueueView(APIView):
             return fail("Request could not be processed")
         if isinstance(exc, NotAuthenticated | AuthenticationFailed):
             return login_redirect(self.request)
-        if isinstance(exc, inputs.Refused):
+        if isinstance(exc, text.Refused):
             return fail(str(exc))
         if isinstance(exc, RequestDataTooBig):
             return fail(f"Request too large (limit {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)")
@@ -171,18 +171,13 @@ class SubmitView(XQueueView):
         header_text, body = inputs.form_text(data, "xqueue_header"), inputs.form_text(data, "xqueue_body")
         if header_text is None or body is None:
             return fail("Queue request has invalid format")
-        header = inputs.json_object(header_text)
-        if header is None:
+        try:
+            header = headers.lms_header(header_text)
+        except headers.Invalid:
             return fail("Queue request has invalid format")
-        inputs.check_json_strings("xqueue_header", header)
         for field_name in request.FILES:
-            inputs.check_text("A file part's name", field_name)
-        if (
-            not all(isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name"))
-            or "lms_key" not in header
-        ):
-            return fail("Queue request has invalid format")
-        queue_name = header["queue_name"]
+            text.check_text("A file part's name", field_name)
+        queue_name = header.queue_name
         queue = access.queue_for(request.user, queue_name, Role.LMS)
         if queue is None:
             return fail(f"Queue '{queue_name}' not found")
@@ -190,9 +185,7 @@ class SubmitView(XQueueView):
             _submission, length = submissions.accept(
                 queue=queue,
                 user=request.user,
-                lms_header=header_text,
-                lms_callback_url=header["lms_callback_url"],
-                lms_key=str(header["lms_key"]),
+                header=header,
                 body=body,
                 uploads=dict(request.FILES.items()),
                 upload_count=sum(len(parts) for _, parts in request.FILES.lists()),
@@ -248,7 +241,7 @@ class GetSubmissionView(XQueueView):
         return ok(
             json.dumps(
                 {
-                    "xqueue_header": json.dumps({"submission_id": lease.submission_id, "submission_key": lease.key}),
+                    "xqueue_header": headers.grader_header_text(lease.submission_id, lease.key),
                     "xqueue_body": lease.body,
                     "xqueue_files": json.dumps(links),
                 }
@@ -308,16 +301,16 @@ class PutResultView(XQueueView):
         header_text, reply = inputs.form_text(data, "xqueue_header"), inputs.form_text(data, "xqueue_body")
         if header_text is None or reply is None:
             return fail("Incorrect reply format")
-        header = inputs.json_object(header_text)
-        if header is None:
-            return fail("Incorrect reply format")
-        inputs.check_json_strings("xqueue_header", header)
-        submission_id = inputs.submission_id(header.get("submission_id"))
-        key = header.get("submission_key")
-        if submission_id is None or not isinstance(key, str) or not key:
+        try:
+            header = headers.grader_header(header_text)
+        except headers.Invalid:
             return fail("Incorrect reply format")
         outcome = lifecycle.accept_result(
-            submission_id, key, reply, request.user, access.queue_ids(request.user, Role.GRADER)
+            header.submission_id,
+            header.submission_key,
+            reply,
+            request.user,
+            access.queue_ids(request.user, Role.GRADER),
         )
         if outcome is lifecycle.ResultOutcome.NO_SUCH_SUBMISSION:
             return fail("Submission does not exist")

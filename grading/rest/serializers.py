@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from grading import text
 from grading.models import Queue, QueueMode, Status, Submission, SubmissionEvent
+
+DRF_CHARACTER_RULES = (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator)
 
 
 def plain_text(value: str) -> str:
-    """Text that every supported database stores as it was sent: no NUL, no lone surrogate."""
-    if "\x00" in value:
-        raise serializers.ValidationError("must not contain a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise serializers.ValidationError("must not contain a lone surrogate") from None
+    """Text that every supported database stores as it was sent: grading.text's rule, as on XQueue."""
+    problem = text.character_problem(value)
+    if problem is not None:
+        raise serializers.ValidationError(f"must not contain {problem}")
     return value
 
 
@@ -26,6 +28,9 @@ class TextField(serializers.CharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
+        # grading.text's rule instead of DRF's own NUL and surrogate validators: one rule, one wording, on both APIs.
+        for rule in [v for v in self.validators if isinstance(v, DRF_CHARACTER_RULES)]:
+            self.validators.remove(rule)
         self.validators.append(plain_text)
 
     def to_internal_value(self, data: Any) -> str:

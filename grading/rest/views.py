@@ -33,7 +33,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from grading import access, lifecycle, stats, submissions
+from grading import access, headers, lifecycle, stats, submissions
 from grading.models import Queue, Role, Status, Submission
 from grading.rest import problems, serializers
 from grading.rest.auth import BearerTokenAuthentication
@@ -282,20 +282,14 @@ class SubmissionList(ApiMixin, generics.GenericAPIView):
         queue = Queue.objects.filter(name=fields["queue"]).first()
         if queue is None or not (is_operator(request.user) or access.queue_for(request.user, queue.name, Role.LMS)):
             raise ValidationError({"queue": f"Queue '{fields['queue']}' not found."})
-        header = {
-            **fields["header"],
-            "lms_callback_url": fields["lms_callback_url"],
-            "lms_key": fields["lms_key"],
-            "queue_name": queue.name,
-        }
         uploads = dict(request.FILES.items())
         try:
             submission, length = submissions.accept(
                 queue=queue,
                 user=request.user,
-                lms_header=json.dumps(header),
-                lms_callback_url=fields["lms_callback_url"],
-                lms_key=fields["lms_key"],
+                header=headers.new_lms_header(
+                    queue.name, fields["lms_callback_url"], fields["lms_key"], fields["header"]
+                ),
                 body=fields["body"],
                 uploads=uploads,
                 upload_count=sum(len(parts) for _, parts in request.FILES.lists()),

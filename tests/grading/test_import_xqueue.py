@@ -233,6 +233,8 @@ def test_hostile_rows_are_reported_and_skipped_and_the_rows_behind_them_are_impo
         "no key": xq.insert(header={"lms_callback_url": CB.format(1), "queue_name": "python-101"}),
         "other queue": xq.insert(header={**ok, "queue_name": "java-201"}),
         "nul": xq.insert(header=ok, body="print(1)\x00"),
+        "escaped nul": xq.insert(header={**ok, "lms_key": "k\x00"}),
+        "escaped surrogate": xq.insert(header={**ok, "extra": {"deep": ["\udc00"]}}),
         "nul queue": xq.insert(queue_name="python\x00101", header={**ok, "queue_name": "python\x00101"}),
         "empty queue": xq.insert(queue_name="", header={**ok, "queue_name": ""}),
         "evil host": xq.insert(header={**ok, "lms_callback_url": "http://evil.example.org/cb"}),
@@ -249,12 +251,16 @@ def test_hostile_rows_are_reported_and_skipped_and_the_rows_behind_them_are_impo
     assert err.splitlines() == [
         f"skipped xqueue #{ids['not json']} (python-101): xqueue_header is not JSON",
         f"skipped xqueue #{ids['deep']} (python-101): xqueue_header is not JSON",
-        f"skipped xqueue #{ids['array']} (python-101): xqueue_header lacks lms_callback_url, lms_key or queue_name",
+        f"skipped xqueue #{ids['array']} (python-101): xqueue_header is not a JSON object",
         f"skipped xqueue #{ids['no key']} (python-101): xqueue_header lacks lms_callback_url, lms_key or queue_name",
         f"skipped xqueue #{ids['other queue']} (python-101): xqueue_header names queue 'java-201', the row "
         "'python-101'",
-        f"skipped xqueue #{ids['nul']} (python-101): xqueue_body contains a NUL character",
-        f"skipped xqueue #{ids['nul queue']} ((invalid queue name)): queue_name contains a NUL character",
+        f"skipped xqueue #{ids['nul']} (python-101): xqueue_body contains a NUL character (U+0000)",
+        f"skipped xqueue #{ids['escaped nul']} (python-101): 'xqueue_header' key 'lms_key' contains a NUL character "
+        "(U+0000), which is not accepted",
+        f"skipped xqueue #{ids['escaped surrogate']} (python-101): 'xqueue_header' key 'extra' contains a lone "
+        "surrogate (U+DC00), which is not accepted",
+        f"skipped xqueue #{ids['nul queue']} ((invalid queue name)): queue_name contains a NUL character (U+0000)",
         f"skipped xqueue #{ids['empty queue']} ((invalid queue name)): queue_name is empty",
         f"skipped xqueue #{ids['evil host']} (python-101): Callback URL not allowed: host 'evil.example.org' is not "
         "on this server's callback allow-list (GRADEQUEUE_CALLBACK_HOSTS)",
@@ -268,8 +274,8 @@ def test_hostile_rows_are_reported_and_skipped_and_the_rows_behind_them_are_impo
     assert table(out) == [
         ["(invalid queue name)", "0", "0", "0", "0", "2"],
         ["nope", "0", "0", "0", "0", "1"],
-        ["python-101", "1", "1", "0", "0", "10"],
-        ["TOTAL", "1", "1", "0", "0", "13"],
+        ["python-101", "1", "1", "0", "0", "12"],
+        ["TOTAL", "1", "1", "0", "0", "15"],
     ]
     # An opaque body with a 5 000-digit number is the LMS's business: kept verbatim, the reply scored later.
     big = Submission.objects.get(xqueue_import__xqueue_id=ids["big number"])

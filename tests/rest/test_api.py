@@ -252,6 +252,23 @@ def test_refused_submissions_answer_400_naming_the_field_and_store_nothing(
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("body", "a\x00b", "must not contain a NUL character (U+0000)"),
+        ("lms_callback_url", "http://127.0.0.1:9/cb\udfff", "must not contain a lone surrogate (U+DFFF)"),
+        ("lms_key", "\ud800k", "must not contain a lone surrogate (U+D800)"),
+    ],
+)
+def test_a_refused_character_is_named_as_the_xqueue_endpoints_name_it(
+    lms_api: Api, queue: Queue, field: str, value: str, message: str
+) -> None:
+    body = {"queue": "test-123", "lms_callback_url": "http://127.0.0.1:9/cb", "body": "{}", field: value}
+    problem = is_problem(lms_api.post("/api/v1/submissions/", raw=json.dumps(body)), 400)
+    assert problem["errors"] == {field: [message]}
+    assert not Submission.objects.exists()
+
+
+@pytest.mark.parametrize(
     "raw",
     ["[" * 100000, '{"queue": ' + "9" * 5000 + "}", "{not json", '"\\ud800"', b"\xff\xfe".decode("latin-1")],
 )

@@ -9,8 +9,8 @@ imported, in xqueue's order, into the gradequeue queue of the same name:
 
 Files are copied into gradequeue's storage, from xqueue's storage folder (``--files-root``) or from the
 URLs xqueue recorded. Each imported row is recorded by its xqueue id, so a second run imports nothing twice.
-A row that cannot be imported (bad header, NUL character, unknown queue, unreadable file) is reported and
-skipped; the rows after it are imported all the same.
+A row that cannot be imported (bad header, NUL character or lone surrogate, unknown queue, unreadable file)
+is reported and skipped; the rows after it are imported all the same.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from grading import callbacks, files, lifecycle
+from grading import callbacks, files, headers, lifecycle, text
 from grading.conf import setting
 from grading.models import Queue, QueueMode, XqueueImport
 
@@ -49,9 +49,7 @@ class Skip(Exception):
 class Row:
     xqueue_id: int
     queue_name: str
-    header_text: str
-    callback_url: str
-    lms_key: str
+    header: headers.LmsHeader
     body: str
     keys: dict[str, str]
     urls: dict[str, str]
@@ -99,24 +97,25 @@ def _text(value: Any, column: str) -> str:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             raise Skip(f"{column} is not valid UTF-8") from None
-    text = str(value)
-    if "\x00" in text:
-        raise Skip(f"{column} contains a NUL character")
-    return text
+    decoded = str(value)
+    problem = text.character_problem(decoded)
+    if problem is not None:
+        raise Skip(f"{column} contains {problem}")
+    return decoded
 
 
-def _json(text: str, column: str) -> Any:
+def _json(value: str, column: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(value)
     except (ValueError, RecursionError):
         # ValueError also covers an integer of more digits than Python converts.
         raise Skip(f"{column} is not JSON") from None
 
 
-def _file_map(text: str, column: str) -> dict[str, str]:
-    if not text.strip():
+def _file_map(column_text: str, column: str) -> dict[str, str]:
+    if not column_text.strip():
         return {}
-    value = _json(text, column)
+    value = _json(column_text, column)
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise Skip(f"{column} is not a JSON object of names to strings")
     return value
@@ -137,25 +136,21 @@ def parse_row(raw: tuple[Any, ...]) -> Row:
         raise Skip("queue_name is empty")
     if len(queue_name) > Queue._meta.get_field("name").max_length:  # type: ignore[operator]
         raise Skip("queue_name is too long for a gradequeue queue")
-    header_text = _text(header_col, "xqueue_header")
-    header = _json(header_text, "xqueue_header")
-    if (
-        not isinstance(header, dict)
-        or not all(isinstance(header.get(k), str) and header.get(k) for k in ("lms_callback_url", "queue_name"))
-        or "lms_key" not in header
-    ):
-        raise Skip("xqueue_header lacks lms_callback_url, lms_key or queue_name")
-    if header["queue_name"] != queue_name:
-        raise Skip(f"xqueue_header names queue {header['queue_name']!r}, the row {queue_name!r}")
-    refused = callbacks.refusal(header["lms_callback_url"])
+    try:
+        header = headers.lms_header(_text(header_col, "xqueue_header"))
+    except headers.Invalid as why:
+        raise Skip(f"xqueue_header {why}") from None
+    except text.Refused as why:
+        raise Skip(str(why)) from None
+    if header.queue_name != queue_name:
+        raise Skip(f"xqueue_header names queue {header.queue_name!r}, the row {queue_name!r}")
+    refused = callbacks.refusal(header.lms_callback_url)
     if refused:
         raise Skip(refused + " (GRADEQUEUE_CALLBACK_HOSTS)")
     return Row(
         xqueue_id=int(xqueue_id),
         queue_name=queue_name,
-        header_text=header_text,
-        callback_url=header["lms_callback_url"],
-        lms_key=str(header["lms_key"]),
+        header=header,
         body=_text(body_col, "xqueue_body"),
         keys=_file_map(_text(keys_col, "s3_keys"), "s3_keys"),
         urls=_file_map(_text(urls_col, "s3_urls"), "s3_urls"),
@@ -330,7 +325,7 @@ class Command(BaseCommand):
                     raise Skip(f"queue {row.queue_name!r} does not exist (create it, or give --create-queues)")
                 what = "delivery" if row.grader_reply else "waiting"
                 if opts["dry_run"]:
-                    superseded = lifecycle.unfinished_for_callback(row.callback_url) is not None
+                    superseded = lifecycle.unfinished_for_callback(row.header.lms_callback_url) is not None
                     tally.add(label, "superseded" if superseded else what)
                     continue
                 assert queue is not None
@@ -366,9 +361,9 @@ class Command(BaseCommand):
         item = lifecycle.ImportedSubmission(
             new=lifecycle.NewSubmission(
                 queue=queue,
-                lms_header=row.header_text,
-                lms_callback_url=row.callback_url,
-                lms_key=row.lms_key,
+                lms_header=row.header.text,
+                lms_callback_url=row.header.lms_callback_url,
+                lms_key=row.header.lms_key,
                 body=row.body,
                 files=stored,
             ),
@@ -421,7 +416,7 @@ def _label(value: Any) -> str:
     """The queue name to file a row under in the summary, even when the row is broken."""
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", "replace")
-    text = str(value or "").strip()
-    if not text or not text.isprintable() or len(text) > 128:
+    name = str(value or "").strip()
+    if not name or not name.isprintable() or len(name) > 128:
         return "(invalid queue name)"
-    return text
+    return name
