@@ -196,7 +196,8 @@ def record_result(submission_id: int, key: str, reply: str, grader: str = "") ->
 
 class PushOutcome(enum.Enum):
     GRADED = "graded"  # the grader answered 200 and the reply was taken
-    RETRY = "retry"
+    RETRY = "retry"  # the next POST is scheduled
+    REQUEUED = "requeued"  # the next POST could not be scheduled: the submission is back in its queue
     FAILED = "failed"
     STALE = "stale"  # the lease this push was for is over: nothing to do
 
@@ -278,8 +279,23 @@ def push_http(submission_id: int, key: str, attempt: int) -> tuple[PushOutcome, 
     why = error or f"the grader answered HTTP {http_status}"
     if lifecycle.is_transient(http_status) and attempt < int(setting("PUSH_HTTP_ATTEMPTS")):
         delay = push_backoff(attempt)
-        publish.push_http(submission_id, key, attempt + 1, countdown=delay)
-        return PushOutcome.RETRY, delay
+        if publish.push_http(submission_id, key, attempt + 1, countdown=delay):
+            return PushOutcome.RETRY, delay
+        # The broker did not take the next POST's message. Left leased, the submission would wait for its
+        # lease to expire; given back to its queue now, the sweep dispatches it again once the broker answers
+        # (the database is the schedule). Celery's own retry (self.retry) is no help: it publishes the same
+        # way and, when that fails, rejects the running message without requeueing it. The lease's attempt
+        # stays used: the grader was asked.
+        if lifecycle.release_lease(
+            submission_id,
+            key,
+            reason="push_retry_unsent",
+            actor="system:push",
+            why=f"HTTP push: {why}; POST {attempt + 1} could not be scheduled: {publish.unsent_reason()}"[:500],
+            refund=False,
+        ):
+            return PushOutcome.REQUEUED, None
+        return PushOutcome.STALE, None
     if lifecycle.is_transient(http_status):
         why = f"{why} (after {attempt} attempts)"
     if lifecycle.fail_lease(

@@ -14,6 +14,7 @@ from grading import lifecycle, push
 from grading.models import Queue, QueueMode, Status, Submission
 from tests import broker
 from tests.conftest import submit
+from tests.http_grader import FakeHTTPGrader
 from tests.xqclient import lms_body
 
 pytestmark = pytest.mark.django_db
@@ -235,3 +236,63 @@ def test_a_celery_reply_with_a_nul_ends_failed_with_the_notice_on_every_database
         "grader reply: the reply is not JSON",
         "taking the grader's reply raised DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes",
     )
+
+
+# --- HTTP push: the next POST when the broker refuses it ----------------------------------------------
+
+
+def test_a_push_whose_next_post_the_broker_refuses_goes_back_to_its_queue_and_is_pushed_again(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, lms_user: Any
+) -> None:
+    from celery_app import app
+
+    # Publishing tries again at once after a failure (no pause), as if the broker came back straight away.
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "BROKER_RETRY_SECONDS": 0.0}
+
+    grader = FakeHTTPGrader(script=[503]).start()
+    try:
+        queue = Queue.objects.create(name="push-http-unit", mode=QueueMode.HTTP, push_url=grader.url)
+        sub = submit(queue, lms_user, body=lms_body(response="42"))
+        sent: list[tuple[str, list[Any]]] = []
+        monkeypatch.setattr(app, "send_task", lambda name, args=None, **kw: sent.append((name, args)))
+        assert push.dispatch(queue.pk) == 1
+        [(name, [pk, key, attempt])] = sent
+        assert (name, pk, attempt) == ("grading.push_http", sub.pk, 1)
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        monkeypatch.setattr(app, "send_task", refuse)
+        # The grader answers 503; scheduling POST 2 fails: the submission does not stay leased to nobody.
+        assert push.push_http(pk, key, 1) == (push.PushOutcome.REQUEUED, None)
+        sub.refresh_from_db()
+        assert (sub.status, sub.lease_key, sub.attempts) == (Status.QUEUED, "", 1)
+        event = sub.events.order_by("pk").last()
+        assert event is not None
+        assert (event.from_status, event.to_status, event.reason, event.actor) == (
+            "pulled",
+            "queued",
+            "push_retry_unsent",
+            "system:push",
+        )
+        assert event.details["why"] == (
+            "HTTP push: the grader answered HTTP 503; POST 2 could not be scheduled: "
+            "ConnectionRefusedError: [Errno 111] Connection refused"
+        )
+
+        # The broker answers again: the sweep wakes the queue's dispatcher, which pushes it under a new lease.
+        sent.clear()
+        monkeypatch.setattr(app, "send_task", lambda name, args=None, **kw: sent.append((name, args)))
+        with time_machine.travel(timezone.now() + timedelta(minutes=5)):
+            assert lifecycle.sweep_followups()["dispatch"] == 1
+        assert sent == [("grading.dispatch", [queue.pk])]
+        sent.clear()
+        assert push.dispatch(queue.pk) == 1
+        [(name, [pk, new_key, attempt])] = sent
+        assert (name, pk, attempt) == ("grading.push_http", sub.pk, 1) and new_key != key
+        assert push.push_http(pk, new_key, 1) == (push.PushOutcome.GRADED, None)
+        sub.refresh_from_db()
+        assert sub.status == Status.RETURNED and sub.attempts == 2
+        assert len(grader.pushes) == 2
+    finally:
+        grader.stop()

@@ -119,10 +119,13 @@ def test_a_message_the_broker_refuses_is_logged_once_per_outage_and_not_raised(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(app, "send_task", refuse)
+    tried: list[str] = []
+    monkeypatch.setattr(app, "send_task", lambda name, *a, **k: (tried.append(name), refuse()))
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "BROKER_RETRY_SECONDS": 0.0}  # every publish tries
     with caplog.at_level(logging.WARNING, logger="grading.broker"):
         assert publish.deliver(7) is False
-        assert publish.score_run() is False  # BROKER_RETRY_SECONDS is 0 in the tests: this one tried again
+        assert publish.score_run() is False
+    assert tried == ["grading.deliver_result", "grading.score_returned"]
     assert [r.getMessage() for r in caplog.records if r.name == "grading.broker"] == [
         "broker unavailable: ConnectionRefusedError: [Errno 111] Connection refused (task messages are not sent; "
         "the periodic sweep sends the work once it answers); further failures are counted, not logged, until it "
@@ -134,7 +137,7 @@ def test_a_message_the_broker_refuses_is_logged_once_per_outage_and_not_raised(
     assert publish.deliver(7) is False
     monkeypatch.setattr(app, "send_task", lambda *a, **k: pytest.fail("published during the pause"))
     assert publish.dispatch(3) is False
-    assert outage.broker.state()["calls"] == 4
+    assert outage.broker.state()["calls"] == 4  # two failed, two skipped
 
 
 def test_every_schedule_entry_is_a_registered_task() -> None:
