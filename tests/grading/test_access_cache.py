@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -102,3 +103,32 @@ def test_a_full_local_cache_makes_room_by_dropping_the_least_recently_used_entry
         10_000,
     )
     localcache.clear()
+
+
+def test_a_grader_granted_1000_queues_is_answered_from_plain_rows_shared_between_processes(
+    queue: Queue, grader_user: Any
+) -> None:
+    """The shared entry holds column values, not pickled Queue objects (1 000 of them took 10-50 ms to load)."""
+    from django.core.cache import cache
+
+    queues = Queue.objects.bulk_create(
+        [Queue(name=f"q{i:04d}", lease_seconds=i + 1 if i % 2 else None) for i in range(1000)]
+    )
+    QueueGrant.objects.bulk_create([QueueGrant(user=grader_user, queue=q, role=Role.GRADER) for q in queues])
+    access.forget(grader_user.pk)  # bulk_create sends no signals
+    assert access.queue_for(grader_user, "q0501", Role.GRADER).lease_seconds == 502
+    shared = cache.get(access._key(grader_user.pk, (Role.GRADER.value,)))
+    assert len(shared) == 1001  # and the fixture's queue
+    assert {type(row) for row in shared.values()} == {tuple}
+    assert all(type(value) in (int, str, bool, datetime, type(None)) for row in shared.values() for value in row)
+    # Another process (no local copy) builds the Queues from those rows, with every setting.
+    localcache.clear()
+    fresh = access.queue_for(grader_user, "q0501", Role.GRADER)
+    assert (fresh.pk, fresh.name, fresh.lease_seconds) == (queues[501].pk, "q0501", 502)
+    assert access.queue_for(grader_user, "q0500", Role.GRADER).lease_seconds is None
+    assert access.queue_for(grader_user, "q0501", Role.GRADER) is fresh  # built once per process and table
+    assert access.queue_for(grader_user, "q1000", Role.GRADER) is None
+    assert access.queue_for(grader_user, "q0501", Role.LMS) is None
+    assert access.queue_ids(grader_user, Role.GRADER) == sorted([queue.pk] + [q.pk for q in queues])
+    assert access.queue_names(grader_user, Role.GRADER)[:2] == ["q0000", "q0001"]
+    assert len(access.granted(grader_user, Role.GRADER)) == 1001
