@@ -43,7 +43,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from grading import publish
+from grading import grades, publish
 from grading.conf import policy_for, setting
 from grading.models import PUSH_MODES, Queue, Status, Submission, SubmissionEvent, callback_digest
 
@@ -83,16 +83,6 @@ UNFINISHED = (
     Status.FAILED,
     Status.DEAD_LETTER,
 )
-
-NOT_GRADED_MSG = (
-    '<div class="capa_alert">Your submission could not be graded. '
-    "Please try again later, or contact the course staff if this keeps happening.</div>"
-)
-
-
-def not_graded_notice() -> str:
-    """The xqueue_body sent to the LMS when a submission cannot be graded at all."""
-    return json.dumps({"correct": None, "score": 0, "msg": NOT_GRADED_MSG})
 
 
 class InvalidTransition(Exception):
@@ -778,57 +768,13 @@ def accept_result(
 # --- Scoring -------------------------------------------------------------------------------------------
 
 
-def validate_grade(reply: str) -> str | None:
-    """Why the LMS could not use this grader reply, or None if it can. Never raises, whatever ``reply`` is."""
-    try:
-        return _check_grade(reply)
-    except Exception as exc:  # a reply must never stop scoring: whatever else it breaks, it is unusable
-        return f"{NOT_CHECKED} ({type(exc).__name__})"
-
-
-NESTED_TOO_DEEPLY = "the reply is nested too deeply"
-NOT_CHECKED = "the reply could not be checked"
-
-
-def _check_grade(reply: str) -> str | None:
-    try:
-        grade = json.loads(reply)
-    except RecursionError:
-        # "[" * 100000 (json's C scanner recurses per level): under the body limit, and no grade.
-        return NESTED_TOO_DEEPLY
-    except (TypeError, ValueError):
-        return "the reply is not JSON"
-    if not isinstance(grade, dict):
-        return "the reply is not a JSON object"
-    missing = [k for k in ("correct", "score", "msg") if k not in grade]
-    if missing:
-        return "the reply lacks " + ", ".join(missing)
-    if grade["correct"] is not None and not isinstance(grade["correct"], bool):
-        return "'correct' is not true, false or null"
-    score = grade["score"]
-    if (
-        isinstance(score, bool)
-        or not isinstance(score, int | float)
-        or score != score
-        or score
-        in (
-            float("inf"),
-            float("-inf"),
-        )
-    ):
-        return "'score' is not a finite number"
-    if not isinstance(grade["msg"], str):
-        return "'msg' is not a string"
-    return None
-
-
 def score_result(submission_id: int, *, actor: str = "system:scoring") -> bool:
     """Check a returned reply: a usable grade moves to graded, anything else to failed with the notice."""
     row = Submission.objects.filter(pk=submission_id, status=Status.RETURNED).values_list("grader_reply").first()
     if row is None:
         return False
     (reply,) = row
-    problem = validate_grade(reply)
+    problem = grades.validate_grade(reply)
     now = timezone.now()
     if problem is None:
         return _to_graded(submission_id, reply, actor, now, next_delivery_at=now, delivery_started_at=None)
@@ -919,7 +865,7 @@ def _pg_score(
             taken = cursor.fetchall()
             good: list[int] = []
             for pk, reply in taken:
-                problem = validate_grade(reply)
+                problem = grades.validate_grade(reply)
                 if problem is None:
                     good.append(pk)
                 else:
@@ -1028,7 +974,7 @@ def _locking_score(returned: Any, actor: str) -> tuple[int, list[DeliveryClaim]]
         taken = list(returned.values_list("pk", "grader_reply"))
         good: list[int] = []
         for pk, reply in taken:
-            problem = validate_grade(reply)
+            problem = grades.validate_grade(reply)
             if problem is None:
                 good.append(pk)
             else:
@@ -1069,7 +1015,7 @@ def _locking_score(returned: Any, actor: str) -> tuple[int, list[DeliveryClaim]]
 
 
 def _fail_reply(submission_id: int, problem: str, actor: str, now: datetime) -> bool:
-    if problem == NESTED_TOO_DEEPLY or problem.startswith(NOT_CHECKED):
+    if problem == grades.NESTED_TOO_DEEPLY or problem.startswith(grades.NOT_CHECKED):
         # Not a grader's ordinary mistake: a reply built to break parsers, or a defect of ours.
         logger.error(
             "submission %s: grader reply: %s; the submission fails alone",
@@ -1105,7 +1051,7 @@ def fail(
     """Give up grading: the LMS will be sent the "could not be graded" notice."""
     now = now or timezone.now()
     updates: dict[str, Any] = {
-        "lms_body": not_graded_notice(),
+        "lms_body": grades.not_graded_notice(),
         "failure_reason": why,
         "graded_at": now,
         "next_delivery_at": now,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from grading.lifecycle import NOT_GRADED_MSG
+from grading.grades import NOT_GRADED_MSG
 from grading.models import Queue, QueueMode, Status, Submission
 from tests.conftest import fast_pipeline, submit
 from tests.e2e.test_pipeline import wait_for

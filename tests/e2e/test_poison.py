@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from grading import lifecycle
+from grading import grades
 from grading.models import Queue, QueueMode, Status, Submission
 from tests.conftest import GRADER_PASSWORD, fast_pipeline, submit
 from tests.e2e.graders import POISON_REPLY, RAISE_ON_POST_MSG
@@ -32,7 +32,7 @@ from tests.xqclient import XQueueClient, grade, lms_body
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
 GOOD = 50
-NOTICE = json.loads(lifecycle.not_graded_notice())
+NOTICE = json.loads(grades.not_graded_notice())
 
 
 @pytest.fixture

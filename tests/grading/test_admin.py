@@ -12,7 +12,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.utils import timezone
 
-from grading import lifecycle
+from grading import grades, lifecycle
 from grading.models import Queue, Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, submit
 from tests.xqclient import grade
@@ -91,7 +91,7 @@ def test_fail_with_notice_action_fails_waiting_submissions_and_skips_finished_on
     ]
     failed = Submission.objects.get(pk=waiting.pk)
     assert failed.status == Status.FAILED
-    assert failed.lms_body == lifecycle.not_graded_notice()
+    assert failed.lms_body == grades.not_graded_notice()
     assert failed.next_delivery_at is not None  # the notice is due for delivery to the LMS
     assert last_event(waiting) == ("queued", "failed", "operator_fail", "admin:ops")
     assert status_of(cancelled) == Status.CANCELLED

@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from grading import lifecycle
+from grading import grades, lifecycle
 from grading.management.commands.import_xqueue import Skip, parse_row
 from grading.models import Queue, Role, Status, Submission, SubmissionEvent, XqueueImport
 from tests.conftest import make_account, submit
@@ -148,7 +148,7 @@ def test_a_reply_the_lms_cannot_use_fails_with_the_notice_instead(xq: XqueueDB, 
     assert lifecycle.score_result(submission.pk) is True
     submission.refresh_from_db()
     assert submission.status == Status.FAILED
-    assert submission.lms_body == lifecycle.not_graded_notice()
+    assert submission.lms_body == grades.not_graded_notice()
 
 
 def test_a_second_run_imports_nothing_twice(xq: XqueueDB, queues: dict[str, Queue]) -> None:

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from grading import lifecycle
+from grading import grades, lifecycle
 from grading.lifecycle import TRANSITIONS, InvalidTransition, ResultOutcome
 from grading.models import Status, Submission
 from tests.conftest import submit
@@ -219,7 +219,7 @@ def test_unusable_reply_fails_with_reason_and_notice(
     submission.refresh_from_db()
     assert submission.status == Status.FAILED
     assert problem in submission.failure_reason
-    assert submission.lms_body == lifecycle.not_graded_notice()
+    assert submission.lms_body == grades.not_graded_notice()
     assert submission.grader_reply == reply
 
 
@@ -278,15 +278,15 @@ def test_transient_delivery_failures(status: int | None, transient: bool) -> Non
     ids=["array-100000-deep", "object-100000-deep", "5000-digit-score", "raw-nul", "1e999", "nan", "none"],
 )
 def test_validate_grade_names_the_problem_of_a_hostile_reply_and_never_raises(reply: Any, problem: str) -> None:
-    assert lifecycle.validate_grade(reply) == problem
+    assert grades.validate_grade(reply) == problem
 
 
 def test_validate_grade_turns_anything_that_raises_into_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(reply: str) -> str | None:
         raise KeyError("a defect")
 
-    monkeypatch.setattr(lifecycle, "_check_grade", broken)
-    assert lifecycle.validate_grade(grade()) == "the reply could not be checked (KeyError)"
+    monkeypatch.setattr(grades, "_check_grade", broken)
+    assert grades.validate_grade(grade()) == "the reply could not be checked (KeyError)"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -303,7 +303,7 @@ def test_a_reply_whose_scoring_raises_fails_alone_and_the_batch_is_scored(
             ResultOutcome.ACCEPTED
         )
         ids.append(submission.pk)
-    real = lifecycle.validate_grade
+    real = grades.validate_grade
 
     def defect(reply: str) -> str | None:
         # A defect of the scoring code for this one reply (on PostgreSQL it rolls the whole batch back).
@@ -311,14 +311,14 @@ def test_a_reply_whose_scoring_raises_fails_alone_and_the_batch_is_scored(
             raise RuntimeError("scoring defect\x00")
         return real(reply)
 
-    monkeypatch.setattr(lifecycle, "validate_grade", defect)
+    monkeypatch.setattr(grades, "validate_grade", defect)
     taken, claims = lifecycle.score_returned_batch(10)
     assert taken == 5
     assert sorted(c.submission_id for c in claims) == [ids[0], *ids[2:]]
     broken = Submission.objects.get(pk=ids[1])
     assert broken.status == Status.FAILED
     assert broken.failure_reason == "scoring raised RuntimeError: scoring defect\\x00"
-    assert broken.lms_body == lifecycle.not_graded_notice()
+    assert broken.lms_body == grades.not_graded_notice()
     assert broken.events.filter(to_status=Status.FAILED, reason="scoring_error").count() == 1
     assert Submission.objects.filter(pk__in=ids, status=Status.GRADED).count() == 4
     assert any(

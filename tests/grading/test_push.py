@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from grading import lifecycle, push
+from grading import grades, lifecycle, push
 from grading.models import Queue, QueueMode, Status, Submission
 from tests import broker
 from tests.conftest import submit
@@ -211,7 +211,7 @@ def test_a_celery_reply_that_is_no_text_fails_the_submission_at_once_with_the_no
     assert sub.failure_reason == (
         f"taking the grader's reply raised TypeError: the reply is {type(reply).__name__}, not text"
     )
-    assert sub.lms_body == lifecycle.not_graded_notice()
+    assert sub.lms_body == grades.not_graded_notice()
     assert list(sub.events.values_list("reason", "actor"))[-1] == ("invalid_reply", "grader:celery:foreign")
 
 
@@ -231,7 +231,7 @@ def test_a_celery_reply_with_a_nul_ends_failed_with_the_notice_on_every_database
     lifecycle.score_returned_batch(10)
     sub.refresh_from_db()
     assert sub.status == Status.FAILED
-    assert sub.lms_body == lifecycle.not_graded_notice()
+    assert sub.lms_body == grades.not_graded_notice()
     assert sub.failure_reason in (
         "grader reply: the reply is not JSON",
         "taking the grader's reply raised DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes",

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from grading import lifecycle
+from grading import grades, lifecycle
 from grading.models import Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, fast_pipeline, lms_header, submit
 from tests.e2e.test_pipeline import wait_for
@@ -110,7 +110,7 @@ def test_unusable_grader_reply_sends_the_lms_the_could_not_be_graded_notice(
     fast_pipeline(settings)
     submission = graded_submission(queue, lms_user, grader_user, fake_lms.callback_url(), reply="garbage")
     wait_for(lambda: status_of(submission) == Status.DELIVERED, what="delivery")
-    assert json.loads(fake_lms.delivered()[0].body) == json.loads(lifecycle.not_graded_notice())
+    assert json.loads(fake_lms.delivered()[0].body) == json.loads(grades.not_graded_notice())
     submission.refresh_from_db()
     assert submission.failure_reason == "grader reply: the reply is not JSON"
 

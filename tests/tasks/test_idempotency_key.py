@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from grading import lifecycle
+from grading import grades, lifecycle
 from grading.models import Status, Submission
 from tests.conftest import fast_pipeline
 from tests.e2e.test_pipeline import wait_for
@@ -65,6 +65,6 @@ def test_a_notice_carries_its_own_key_the_same_on_each_of_its_retries(
     wait_for(lambda: status_of(submission) == Status.DELIVERED, what="the notice delivered")
     [refused, taken] = fake_lms.callbacks
     assert (refused.status, taken.status) == (503, 200)
-    assert refused.body == taken.body == lifecycle.not_graded_notice()
+    assert refused.body == taken.body == grades.not_graded_notice()
     assert refused.idempotency_key == taken.idempotency_key
     assert KEY.match(taken.idempotency_key)

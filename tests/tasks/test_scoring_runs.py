@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from grading import delivery, lifecycle
+from grading import delivery, grades, lifecycle
 from grading.models import Status, Submission
 from tests.conftest import fast_pipeline, submit
 from tests.e2e.test_pipeline import wait_for
@@ -263,7 +263,7 @@ def test_a_batch_with_unusable_replies_fails_those_and_delivers_the_rest(
         submission = Submission.objects.get(pk=pk)
         assert submission.failure_reason.startswith("grader reply: ")
         assert submission.events.filter(to_status=Status.FAILED, reason="invalid_reply").count() == 1
-    notices = [cb for cb in fake_lms.delivered() if cb.body == lifecycle.not_graded_notice()]
+    notices = [cb for cb in fake_lms.delivered() if cb.body == grades.not_graded_notice()]
     assert len(notices) == 3
 
 
