@@ -10,7 +10,7 @@ scrape, from any process, reads the same rows. They are rolled up from ``Submiss
 transition appends in its own transaction: a roll-up adds the events with ids above the watermark
 (``MetricsWatermark``) to the counters and moves the watermark, under that row's lock, in one transaction.
 No transition writes a shared row (no hot counter on the lease path). A scrape rolls up what happened since
-the last one (a time budget bounds it), beat does it every minute, and ``purge_submissions`` does it in each
+the last one (up to SCRAPE_ROLLUP_EVENTS), beat does it every 15 s, and ``purge_submissions`` does it in each
 batch's transaction before it deletes, so nothing is lost on restart or purge.
 
 Event ids are handed out before their transaction commits, so a roll-up can pass an id whose transaction is
@@ -23,7 +23,6 @@ queries walk the partial indexes of the live states only.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -62,9 +61,10 @@ GAP_HORIZON = timedelta(hours=1)
 # More missing ids than this between two events is no set of open transactions (a sequence that jumped):
 # only the highest are looked for.
 MAX_GAPS_PER_HOLE = 1000
-# Events per roll-up transaction, and how long a scrape may spend rolling up before it answers.
+# Events per roll-up transaction; a scrape rolls up at most SCRAPE_ROLLUP_EVENTS (a few milliseconds) before
+# it answers, and beat's roll-up every 15 s takes the rest.
 ROLLUP_BATCH = 20000
-SCRAPE_ROLLUP_SECONDS = 0.05
+SCRAPE_ROLLUP_EVENTS = 1000
 
 Deltas = dict[tuple[int, str], float]
 
@@ -144,7 +144,7 @@ def _lock(*, wait: bool) -> MetricsWatermark | None:
     return (rows.select_for_update() if wait else rows.select_for_update(skip_locked=True)).first()
 
 
-def _rollup_batch(mark: MetricsWatermark, now: datetime) -> int:
+def _rollup_batch(mark: MetricsWatermark, now: datetime, batch: int = ROLLUP_BATCH) -> int:
     """Add the next events after the watermark (and any passed-over ones that have appeared) to the counters.
     Runs in the caller's transaction, which holds the watermark's lock. Returns how many events it passed."""
     deltas: Deltas = defaultdict(float)
@@ -161,7 +161,7 @@ def _rollup_batch(mark: MetricsWatermark, now: datetime) -> int:
         SubmissionEvent.objects.filter(pk__gt=mark.last_event_id)
         .order_by("pk")
         .annotate(recent=recent)
-        .values_list("pk", "recent")[:ROLLUP_BATCH]
+        .values_list("pk", "recent")[:batch]
     )
     if rows:
         _count(deltas, SubmissionEvent.objects.filter(pk__gt=mark.last_event_id, pk__lte=rows[-1][0]))
@@ -182,21 +182,21 @@ def _rollup_batch(mark: MetricsWatermark, now: datetime) -> int:
     return len(rows)
 
 
-def rollup(*, budget: float | None = None, now: datetime | None = None) -> int | None:
-    """Roll the event trail up into the counters until it is caught up (or ``budget`` seconds have passed).
+def rollup(*, batch: int = ROLLUP_BATCH, once: bool = False, now: datetime | None = None) -> int | None:
+    """Roll the event trail up into the counters, ``batch`` events a transaction, until it is caught up (or
+    after one batch, with ``once``).
 
     Returns how many events were added, or None when another process was rolling up (it does the work).
     """
-    deadline = time.monotonic() + budget if budget is not None else None
     total = 0
     while True:
         with transaction.atomic():
             mark = _lock(wait=False)
             if mark is None:
                 return None if total == 0 else total
-            passed = _rollup_batch(mark, now or timezone.now())
+            passed = _rollup_batch(mark, now or timezone.now(), batch)
         total += passed
-        if passed < ROLLUP_BATCH or (deadline is not None and time.monotonic() > deadline):
+        if passed < batch or once:
             return total
 
 
@@ -272,7 +272,7 @@ class QueueCollector(Collector):
 
         # The counters are read after the roll-up has added what happened since the last scrape; when another
         # process is rolling up, they are read as that process last committed them.
-        rollup(budget=SCRAPE_ROLLUP_SECONDS)
+        rollup(batch=SCRAPE_ROLLUP_EVENTS, once=True)
         values = counters()
 
         expired = CounterMetricFamily(

@@ -371,3 +371,23 @@ def test_another_process_reports_the_same_counters(scripted_run: dict[str, int])
                 there[(s.name, s.labels["queue"])] = s.value
     assert there == here
     assert there[("gradequeue_lms_delivery_attempts_total", "other-queue")] == 2
+
+
+def test_a_scrape_rolls_up_a_bounded_share_and_beat_the_rest(
+    queue: Queue, lms_user: Any, fake_lms: FakeLMS, monkeypatch: Any
+) -> None:
+    from grading import metrics
+    from grading.models import SubmissionEvent
+    from tasks.ops import rollup_metrics
+
+    monkeypatch.setattr(metrics, "SCRAPE_ROLLUP_EVENTS", 2)
+    with time_machine.travel(T0, tick=False):
+        sub = submit(queue, lms_user, fake_lms.callback_url(1, "a"))
+        metrics.rollup()
+        last = SubmissionEvent.objects.order_by("-pk").values_list("pk", flat=True)[0]
+        for i in range(1, 6):
+            _event(last + i, sub.pk, "lease_expired", T0)
+        assert value(scrape(), "gradequeue_leases_expired_total", queue="test-123") == 2
+        assert value(scrape(), "gradequeue_leases_expired_total", queue="test-123") == 4
+        assert rollup_metrics() == 1
+        assert value(scrape(), "gradequeue_leases_expired_total", queue="test-123") == 5
