@@ -768,42 +768,13 @@ def accept_result(
 # --- Scoring -------------------------------------------------------------------------------------------
 
 
-def score_result(submission_id: int, *, actor: str = "system:scoring") -> bool:
-    """Check a returned reply: a usable grade moves to graded, anything else to failed with the notice."""
-    row = Submission.objects.filter(pk=submission_id, status=Status.RETURNED).values_list("grader_reply").first()
-    if row is None:
-        return False
-    (reply,) = row
-    problem = grades.validate_grade(reply)
-    now = timezone.now()
-    if problem is None:
-        return _to_graded(submission_id, reply, actor, now, next_delivery_at=now, delivery_started_at=None)
-    return _fail_reply(submission_id, problem, actor, now)
-
-
-def _to_graded(submission_id: int, reply: str, actor: str, now: datetime, **options: Any) -> bool:
-    """returned -> graded with ``reply`` as the LMS body (``options``: transition's, and more columns)."""
-    return transition(
-        submission_id,
-        Status.RETURNED,
-        Status.GRADED,
-        reason="scored",
-        actor=actor,
-        now=now,
-        lms_body=reply,
-        graded_at=now,
-        **options,
-    )
-
-
 def score_and_claim(submission_id: int, *, actor: str = "system:scoring") -> DeliveryClaim | None:
     """Score a returned reply and, if it is a usable grade, take the first delivery attempt in the same step.
 
     What scoring runs do (``score_returned_batch``), for one reply: the grade is then posted by the caller,
     without a second task message or a separate claim. The claim holds ``next_delivery_at`` past the request
-    timeout, so if the worker dies before posting, the sweep delivers it later. An unusable reply fails as in
-    ``score_result`` (the notice goes out through the delivery task); None then, and when the row is no
-    longer ``returned``.
+    timeout, so if the worker dies before posting, the sweep delivers it later. An unusable reply fails (the
+    notice goes out through the delivery task); None then, and when the row is no longer ``returned``.
     """
     if connection.vendor == "postgresql":
         _taken, claims = _pg_score(_PG_SCORE_ONE_SELECT, {"id": submission_id}, actor)

@@ -1,8 +1,11 @@
 """Celery tasks of the grading pipeline: thin, idempotent, each calling one function of ``grading``.
 
-Each takes ids (a submission's, a queue's, or none for the periodic runs over every queue), and the
-function it calls returns early when the row is already past the state the task expects, so a duplicate or
-late message is harmless.
+What a task takes depends on its work: a submission id (deliver_result), a queue id (dispatch), a
+submission id with its lease key (push_http, with the POST's attempt number; record_result, with the
+grader's reply), or nothing (the scoring run over every reply waiting, and the periodic runs over every
+queue). Messages are sent by ``grading.publish``, under its names. The function a task calls returns early
+when the row is already past the state the task expects (or the lease key is no longer current), so a
+duplicate or late message is harmless.
 """
 
 from __future__ import annotations
@@ -35,15 +38,6 @@ COMMON: dict[str, Any] = {
 def score_returned() -> dict[str, int]:
     """A scoring run: every returned reply waiting (grading.lifecycle, "Scoring runs")."""
     return delivery.score_and_deliver_returned()
-
-
-@app.task(name="grading.score_result", soft_time_limit=60, time_limit=90, **COMMON)
-def score_result(submission_id: int) -> str | None:
-    """One reply (messages sent by earlier versions, and operators)."""
-    claim = lifecycle.score_and_claim(submission_id)
-    if claim is None:
-        return None
-    return delivery.send(claim).value
 
 
 @app.task(name=publish.DELIVER_TASK, soft_time_limit=60, time_limit=90, **COMMON)

@@ -61,8 +61,9 @@ def exam_hour(lms_user: Any, grader_user: Any) -> dict[str, Any]:
     dead = submit(java, lms_user, "http://127.0.0.1:9/cb/java/1")
     lease = lifecycle.lease_next(java, grader_user)
     lifecycle.accept_result(dead.pk, lease.key, '{"correct": true, "score": 1, "msg": "ok"}', grader_user, [java.pk])
-    lifecycle.score_result(dead.pk)
-    lifecycle.record_delivery(lifecycle.claim_delivery(dead.pk), http_status=404, error="", duration_ms=2)
+    claim = lifecycle.score_and_claim(dead.pk)
+    assert claim is not None
+    lifecycle.record_delivery(claim, http_status=404, error="", duration_ms=2)
     get_user_model().objects.create_superuser("ops", "ops@example.org", "ops-password-1")
     return {"python": python, "java": java}
 

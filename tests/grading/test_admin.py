@@ -57,8 +57,8 @@ def dead_letter(queue: Queue, lms_user: Any, grader: Any) -> Submission:
     s = submit(queue, lms_user, "http://127.0.0.1:9/cb/dead")
     lease = lifecycle.lease_next(queue, grader)
     lifecycle.accept_result(s.pk, lease.key, grade(), grader, [queue.pk])
-    lifecycle.score_result(s.pk)
-    claim = lifecycle.claim_delivery(s.pk)
+    claim = lifecycle.score_and_claim(s.pk)
+    assert claim is not None
     lifecycle.record_delivery(claim, http_status=404, error="", duration_ms=1)
     assert status_of(s) == Status.DEAD_LETTER
     return s
@@ -157,7 +157,7 @@ def test_change_view_shows_the_timeline_of_events(staff: Client, queue: Queue, l
     s = submit(queue, lms_user)
     lease = lifecycle.lease_next(queue, grader_user)
     lifecycle.accept_result(s.pk, lease.key, "not json", grader_user, [queue.pk])
-    lifecycle.score_result(s.pk)
+    assert lifecycle.score_and_claim(s.pk) is None  # no grade to claim a delivery for: it failed
     page = staff.get(f"{CHANGELIST}{s.pk}/change/").content.decode()
     assert "Timeline" in page
     for reason in ("submitted", "lease", "result", "invalid_reply"):

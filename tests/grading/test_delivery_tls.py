@@ -56,15 +56,16 @@ def tls_lms(tmp_path: Path) -> Iterator[tuple[FakeLMS, Path]]:
     lms.stop()
 
 
-def graded_submission(queue: Any, lms_user: Any, grader_user: Any, callback_url: str) -> int:
+def graded_submission(queue: Any, lms_user: Any, grader_user: Any, callback_url: str) -> lifecycle.DeliveryClaim:
     submission = submit(queue, lms_user, callback_url=callback_url)
     lease = lifecycle.lease_next(queue, grader_user)
     assert lease is not None
     assert lifecycle.accept_result(submission.pk, lease.key, grade(), grader_user, [queue.pk]) is (
         lifecycle.ResultOutcome.ACCEPTED
     )
-    assert lifecycle.score_result(submission.pk)
-    return submission.pk
+    claim = lifecycle.score_and_claim(submission.pk)
+    assert claim is not None
+    return claim
 
 
 def test_a_grade_is_not_posted_to_an_lms_whose_certificate_is_not_trusted(
@@ -73,8 +74,9 @@ def test_a_grade_is_not_posted_to_an_lms_whose_certificate_is_not_trusted(
     lms, _cert = tls_lms
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    pk = graded_submission(queue, lms_user, grader_user, lms.callback_url())
-    assert delivery.deliver(pk) is lifecycle.DeliveryOutcome.RETRY
+    claim = graded_submission(queue, lms_user, grader_user, lms.callback_url())
+    pk = claim.submission_id
+    assert delivery.send(claim) is lifecycle.DeliveryOutcome.RETRY
     assert lms.callbacks == []
     event = Submission.objects.get(pk=pk).events.last()
     assert event is not None and "CERTIFICATE_VERIFY_FAILED" in event.details["error"]
@@ -85,7 +87,8 @@ def test_a_grade_is_posted_when_the_lms_certificate_is_trusted(
 ) -> None:
     lms, cert = tls_lms
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    pk = graded_submission(queue, lms_user, grader_user, lms.callback_url())
-    assert delivery.deliver(pk) is lifecycle.DeliveryOutcome.DELIVERED
+    claim = graded_submission(queue, lms_user, grader_user, lms.callback_url())
+    pk = claim.submission_id
+    assert delivery.send(claim) is lifecycle.DeliveryOutcome.DELIVERED
     assert [cb.body for cb in lms.delivered()] == [grade()]
     assert Submission.objects.get(pk=pk).status == Status.DELIVERED

@@ -145,7 +145,7 @@ def test_a_reply_the_lms_cannot_use_fails_with_the_notice_instead(xq: XqueueDB, 
     xq.insert(callback_url=CB.format(1), grader_reply="this is not a grade")
     run(xq)
     submission = Submission.objects.get()
-    assert lifecycle.score_result(submission.pk) is True
+    assert lifecycle.score_and_claim(submission.pk) is None  # no grade to claim a delivery for: it failed
     submission.refresh_from_db()
     assert submission.status == Status.FAILED
     assert submission.lms_body == grades.not_graded_notice()

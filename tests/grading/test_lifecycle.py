@@ -215,7 +215,7 @@ def test_unusable_reply_fails_with_reason_and_notice(
     submission = submit(queue, lms_user)
     lease = lifecycle.lease_next(queue, grader_user)
     lifecycle.accept_result(submission.pk, lease.key, reply, grader_user, [queue.pk])
-    assert lifecycle.score_result(submission.pk)
+    assert lifecycle.score_and_claim(submission.pk) is None  # no grade to claim a delivery for
     submission.refresh_from_db()
     assert submission.status == Status.FAILED
     assert problem in submission.failure_reason
@@ -230,8 +230,8 @@ def test_usable_reply_is_graded_verbatim_and_scoring_twice_is_a_no_op(
     submission = submit(queue, lms_user)
     lease = lifecycle.lease_next(queue, grader_user)
     lifecycle.accept_result(submission.pk, lease.key, grade(False, 0.5), grader_user, [queue.pk])
-    assert lifecycle.score_result(submission.pk)
-    assert not lifecycle.score_result(submission.pk)
+    assert lifecycle.score_and_claim(submission.pk) is not None
+    assert lifecycle.score_and_claim(submission.pk) is None
     submission.refresh_from_db()
     assert submission.status == Status.GRADED
     assert submission.lms_body == grade(False, 0.5)

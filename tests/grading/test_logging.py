@@ -58,8 +58,9 @@ def test_every_transition_and_delivery_attempt_is_one_json_line_with_submission_
     s = submit(queue, lms_user, fake_lms.callback_url())
     lease = lifecycle.lease_next(queue, grader_user)
     lifecycle.accept_result(s.pk, lease.key, grade(), grader_user, [queue.pk])
-    lifecycle.score_result(s.pk)
-    assert delivery.deliver(s.pk) == lifecycle.DeliveryOutcome.RETRY
+    claim = lifecycle.score_and_claim(s.pk)
+    assert claim is not None
+    assert delivery.send(claim) == lifecycle.DeliveryOutcome.RETRY
     lifecycle.Submission.objects.filter(pk=s.pk).update(next_delivery_at=lifecycle.timezone.now())
     assert delivery.deliver(s.pk) == lifecycle.DeliveryOutcome.DELIVERED
 

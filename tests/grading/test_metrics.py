@@ -71,9 +71,10 @@ def scripted_run(
 
         clock.shift(10)
         assert lease_and_answer(queue, grader_user, grade(True, 1.0)) == delivered.pk
-        assert lifecycle.score_result(delivered.pk)
+        claim = lifecycle.score_and_claim(delivered.pk)
+        assert claim is not None
         clock.shift(0.5)
-        assert delivery.deliver(delivered.pk) == lifecycle.DeliveryOutcome.DELIVERED
+        assert delivery.send(claim) == lifecycle.DeliveryOutcome.DELIVERED
 
         assert lifecycle.lease_next(queue, grader_user).submission_id == expired.pk
         clock.shift(61)
@@ -82,13 +83,14 @@ def scripted_run(
         assert lifecycle.lease_next(queue, grader_user).submission_id == expired.pk
 
         assert lease_and_answer(other_queue, grader_user, grade(False, 0.0)) == dead.pk
-        assert lifecycle.score_result(dead.pk)
-        assert delivery.deliver(dead.pk) == lifecycle.DeliveryOutcome.RETRY
+        claim = lifecycle.score_and_claim(dead.pk)
+        assert claim is not None
+        assert delivery.send(claim) == lifecycle.DeliveryOutcome.RETRY
         clock.shift(5)  # past the first back-off (at most 2 s)
         assert delivery.deliver(dead.pk) == lifecycle.DeliveryOutcome.DEAD
 
         assert lease_and_answer(other_queue, grader_user, "not json") == failed.pk
-        assert lifecycle.score_result(failed.pk)
+        assert lifecycle.score_and_claim(failed.pk) is None  # failed: no grade to claim a delivery for
     assert Submission.objects.get(pk=failed.pk).status == Status.FAILED
     return {
         "delivered": delivered.pk,
@@ -203,9 +205,10 @@ def test_counters_show_exactly_the_transitions_made_after_the_last_scrape(
         assert lifecycle.reclaim_expired() == {"requeued": 1, "failed": 1}
         fake_lms.script = [200]
         assert lease_and_answer(queue, grader_user, grade(True, 1.0)) == scripted_run["waiting"]
-        assert lifecycle.score_result(scripted_run["waiting"])
+        claim = lifecycle.score_and_claim(scripted_run["waiting"])
+        assert claim is not None
         clock.shift(2)
-        assert delivery.deliver(scripted_run["waiting"]) == lifecycle.DeliveryOutcome.DELIVERED
+        assert delivery.send(claim) == lifecycle.DeliveryOutcome.DELIVERED
     after = scrape()
     assert value(after, "gradequeue_leases_expired_total", queue="test-123") == 4
     assert value(after, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 2

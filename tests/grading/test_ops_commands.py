@@ -37,8 +37,7 @@ def dead_letter(queue: Queue, lms_user: Any, grader: Any, student: int) -> Submi
     lease = lifecycle.lease_next(queue, grader)
     assert lease is not None and lease.submission_id == s.pk
     lifecycle.accept_result(s.pk, lease.key, grade(), grader, [queue.pk])
-    lifecycle.score_result(s.pk)
-    claim = lifecycle.claim_delivery(s.pk)
+    claim = lifecycle.score_and_claim(s.pk)
     assert claim is not None
     assert (
         lifecycle.record_delivery(claim, http_status=404, error="", duration_ms=3)[0] == lifecycle.DeliveryOutcome.DEAD

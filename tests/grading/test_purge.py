@@ -38,8 +38,7 @@ def graded_and_delivered(queue: Any, lms_user: Any, grader_user: Any, student: i
     lease = lifecycle.lease_next(queue, grader_user)
     assert lease is not None and lease.submission_id == pk
     lifecycle.accept_result(pk, lease.key, grade(), grader_user, [queue.pk])
-    lifecycle.score_result(pk)
-    claim = lifecycle.claim_delivery(pk)
+    claim = lifecycle.score_and_claim(pk)
     assert claim is not None
     lifecycle.record_delivery(claim, http_status=lms_status, error="", duration_ms=1)
     return pk

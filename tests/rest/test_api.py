@@ -173,8 +173,9 @@ def test_a_json_submission_is_graded_and_its_grade_posted_to_the_callback_as_for
     lease = lifecycle.lease_next(queue, grader_user)
     assert lease.body == '{"student_response": "42"}'
     lifecycle.accept_result(lease.submission_id, lease.key, grade(), grader_user, [queue.pk])
-    lifecycle.score_result(lease.submission_id)
-    assert delivery.deliver(lease.submission_id) == lifecycle.DeliveryOutcome.DELIVERED
+    claim = lifecycle.score_and_claim(lease.submission_id)
+    assert claim is not None
+    assert delivery.send(claim) == lifecycle.DeliveryOutcome.DELIVERED
     (callback,) = fake_lms.callbacks
     assert json.loads(callback.header) == {
         "course": "c1",

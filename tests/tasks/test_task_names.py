@@ -25,7 +25,6 @@ SERVER_TASKS = {
     "grading.dispatch",
     "grading.push_http",
     "grading.record_result",
-    "grading.score_result",
     "grading.reclaim_expired_leases",
     "grading.sweep_followups",
     "grading.sample_queue_depth",
