@@ -469,17 +469,19 @@ def _pg_ids(ids: Iterable[int]) -> str:
 
 
 @contextlib.contextmanager
-def _planned_for_its_queue(cursor: Any) -> Iterator[None]:
-    """Run ``cursor``'s statements unprepared: PostgreSQL plans each for the queue ids it is given.
+def _planned_for_its_queue() -> Iterator[None]:
+    """Statements run meanwhile are not prepared: PostgreSQL plans each for the queue it is given.
 
     Other statements are prepared after five runs on a connection (config/settings.py), and PostgreSQL then
-    settles on one plan for any parameters ("generic plan"). For the claim, with many short queues and one
-    long one, that plan took the queues' foreign-key index and sorted the whole queue to find its first row:
-    70 ms a lease with 100 000 waiting among 1 000 queues, against 0.1 ms when planned for the queue
-    (bench/scale_load.py; tests/grading/test_lease_plan.py). Planning it costs about 0.2 ms. (The bounded
-    count's generic plan reads sub_waiting, index only: it stays prepared.)
+    settles on one plan for any parameters ("generic plan"). For the claim and the full count of one queue,
+    with many short queues and one long one, that plan took the queues' foreign-key index: the claim sorted
+    the whole queue to find its first row (70 ms a lease with 100 000 waiting among 1 000 queues, against
+    0.1 ms when planned for the queue), the count read every row of the queue, handed out or not, instead of
+    the waiting ones' index alone (400 ms against 20-40 ms). bench/scale_load.py; tests/grading/
+    test_lease_plan.py. Planning costs about 0.2 ms. (The bounded count's generic plan reads sub_waiting,
+    index only: it stays prepared.)
     """
-    raw: Any = getattr(cursor.cursor, "connection", None)
+    raw: Any = connection.connection if connection.vendor == "postgresql" else None
     threshold = getattr(raw, "prepare_threshold", None)
     if threshold is None:
         yield
@@ -516,8 +518,10 @@ def queue_length(queue_id: int, *, limit: int | None = None) -> int:
         return int(row[0]) if row else 0
     waiting = Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED)
     if limit is not None:
-        waiting = waiting[:limit]
-    return waiting.count()
+        return waiting[:limit].count()
+    connection.ensure_connection()
+    with _planned_for_its_queue():
+        return waiting.count()
 
 
 # --- Lease --------------------------------------------------------------------------------------------
@@ -599,7 +603,7 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
     user_id = user.pk if getattr(user, "is_authenticated", False) else None
     if connection.vendor == "postgresql":
         # One statement is one transaction in autocommit: no BEGIN/COMMIT round trips around it.
-        with connection.cursor() as cursor, _planned_for_its_queue(cursor):
+        with connection.cursor() as cursor, _planned_for_its_queue():
             cursor.execute(_PG_LEASE_SQL, _pg_lease_params(queue.pk, key, expires, user_id, now, reason, actor))
             row = cursor.fetchone()
         if row is None:

@@ -144,3 +144,12 @@ def test_a_lease_reads_one_waiting_row_after_a_connection_has_run_it_many_times_
     assert max(fetched) <= 3, fetched
     # "Is there work?" (prepared, its generic plan index-only) reads one index entry, and at most its row.
     assert max(counted) <= 1, counted
+    for _ in range(15):
+        assert lifecycle.queue_length(big.pk) == 20_000 - 15
+    # Neither the claim nor get_queuelen's full count ever ran with a plan made for any queue.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE generic_plans > 0 AND statement LIKE %s",
+            ["%grading_submission%queue_id%"],
+        )
+        assert cursor.fetchall() == []
