@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import certifi
 import urllib3
+from django.db import connection
 from requests.utils import get_environ_proxies
 
 from grading import lifecycle
@@ -201,6 +202,10 @@ def send_many(claims: list[lifecycle.DeliveryClaim]) -> list[lifecycle.DeliveryO
     UPDATE for all of them, and none at all for a batch that is over within that time). Only a holder that
     has stopped (a worker killed) lets its claims lapse, a guard after the last renewal, for the sweep.
 
+    While the database is unreachable (restarting, a dropped connection), the answers that came back are kept
+    and recording them is tried again until the claims would start to lapse (``_record_answers``): a grade
+    the LMS took is not posted again because the database blinked while it was being recorded.
+
     One claim that raises, in its POST or its recording, fails its submission alone
     (``lifecycle.fail_delivery``); the others are posted and recorded as usual.
     """
@@ -211,23 +216,70 @@ def send_many(claims: list[lifecycle.DeliveryClaim]) -> list[lifecycle.DeliveryO
     index = {pool.submit(_post, claim): i for i, claim in enumerate(claims)}
     pending = set(index)
     every = max(0.05, float(setting("DELIVERY_TIMEOUT")) / 2)
+    guard = lifecycle.delivery_guard().total_seconds()
     renewed = time.monotonic()
     while pending:
         done, pending = wait(pending, timeout=max(0.0, renewed + every - time.monotonic()), return_when=FIRST_COMPLETED)
         if done:
-            _record(claims, [(index[future], future) for future in done], outcomes)
+            _record(claims, [(index[future], future) for future in done], outcomes, until=renewed + guard)
         if pending and time.monotonic() - renewed >= every:
-            lifecycle.extend_claims(claims[index[future]] for future in pending)
+            try:
+                lifecycle.extend_claims(claims[index[future]] for future in pending)
+            except lifecycle.TRANSIENT_DB_ERRORS:
+                # The claims still hold for the rest of their guard; the next beat tries again, shortly.
+                _drop_connection()
+                time.sleep(RECORD_RETRY_SECONDS)
+                continue
             renewed = time.monotonic()
     return outcomes
+
+
+# While the database is unreachable, recording the LMS's answers is tried again this often.
+RECORD_RETRY_SECONDS = 0.5
+
+
+def _drop_connection() -> None:
+    """Close this thread's database connection after an error that left it broken, so that the next query
+    opens a new one (outside a transaction only: inside one, the caller's transaction is lost anyway)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def _record_answers(
+    attempts: list[tuple[lifecycle.DeliveryClaim, int | None, str, int]], until: float
+) -> list[tuple[lifecycle.DeliveryOutcome, float | None]]:
+    """``lifecycle.record_deliveries``, tried again while the database is unreachable (restarting, a dropped
+    connection) until monotonic time ``until``, when the claims would start to lapse. The LMS has answered
+    these POSTs: giving up on recording them would have the sweep post the grades again once their claims
+    lapsed, a duplicate of gradequeue's own making."""
+    warned = False
+    while True:
+        try:
+            return lifecycle.record_deliveries(attempts)
+        except lifecycle.TRANSIENT_DB_ERRORS as exc:
+            if connection.in_atomic_block or time.monotonic() + RECORD_RETRY_SECONDS > until:
+                raise
+            if not warned:
+                logger.warning(
+                    "recording %d delivery attempts: the database is unreachable (%s: %s); trying again",
+                    len(attempts),
+                    type(exc).__name__,
+                    lifecycle.printable(str(exc), 200),
+                )
+                warned = True
+            _drop_connection()
+            time.sleep(RECORD_RETRY_SECONDS)
 
 
 def _record(
     claims: list[lifecycle.DeliveryClaim],
     returned: list[tuple[int, Future[tuple[int | None, str, int]]]],
     outcomes: list[lifecycle.DeliveryOutcome],
+    *,
+    until: float,
 ) -> None:
-    """Record the POSTs that have just returned (``outcomes[i]`` for ``claims[i]``)."""
+    """Record the POSTs that have just returned (``outcomes[i]`` for ``claims[i]``); while the database is
+    unreachable, until monotonic time ``until`` (``_record_answers``)."""
     answered: list[tuple[int, int | None, str, int]] = []
     for i, future in returned:
         try:
@@ -237,7 +289,7 @@ def _record(
     if not answered:
         return
     try:
-        recorded = lifecycle.record_deliveries([(claims[i], status, error, ms) for i, status, error, ms in answered])
+        recorded = _record_answers([(claims[i], status, error, ms) for i, status, error, ms in answered], until)
     except lifecycle.TRANSIENT_DB_ERRORS:
         raise
     except Exception:

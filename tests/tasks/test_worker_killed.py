@@ -29,11 +29,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_worker_process(delivery_timeout: str = "1") -> subprocess.Popen[bytes]:
+def start_worker_process(delivery_timeout: str = "1", database: str = "") -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GRADEQUEUE_DEV": "1",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database or database_url(),
         "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
         "GRADEQUEUE_CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
         "GRADEQUEUE_DELIVERY_TIMEOUT": delivery_timeout,
