@@ -5,10 +5,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from config import broker
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-broker.install()
 
 app = Celery("gradequeue")
 app.config_from_object("django.conf:settings", namespace="CELERY")

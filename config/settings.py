@@ -285,6 +285,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # The transport polls the folder; the default 1 s would add up to a second to every hop.
         "polling_interval": 0.05,
     }
+    # kombu's transport with messages written whole (a consumer never reads a half-written file).
+    CELERY_BROKER_TRANSPORT = "gradequeue_grader.filesystem:Transport"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"

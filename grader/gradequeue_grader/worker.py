@@ -30,8 +30,6 @@ import json
 import logging
 import os
 import socket
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from celery import Celery
 from kombu import Exchange
 from kombu import Queue as BrokerQueue
 
+from gradequeue_grader import filesystem
 from gradequeue_grader.protocol import DEFAULT_REPLY_TO, GRADE_TASK, RECORD_TASK, ReplyRoute, reply_args
 
 logger = logging.getLogger("gradequeue_grader")
@@ -60,37 +59,9 @@ def load_function(spec: str) -> GradingFunction:
     return target  # type: ignore[no-any-return]
 
 
-def use_atomic_filesystem_writes() -> None:
-    """Make kombu's filesystem transport (development) publish each message file whole.
-
-    It writes a message file in place, under its final name, so a consumer in another process can move the
-    file away half-written and then fail to decode it (which stops a Celery worker). Writing under a name
-    consumers skip, then renaming, closes that window. gradequeue's own processes do the same
-    (``config.broker``); this module cannot import that, as it runs without gradequeue's settings.
-    """
-    from kombu.transport import filesystem
-    from kombu.utils.json import dumps
-
-    if getattr(filesystem.Channel._put, "atomic", False):
-        return
-
-    def _put(self: Any, queue: str, payload: Any, **kwargs: Any) -> None:
-        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
-        final = os.path.join(self.data_folder_out, name)
-        # Consumers take only "<stamp>.<queue>.msg"; this temporary name never matches.
-        temporary = os.path.join(self.data_folder_out, f".{name}.tmp")
-        with open(temporary, "wb") as f:
-            f.write(dumps(payload).encode("utf-8"))
-        os.replace(temporary, final)
-
-    _put.atomic = True  # type: ignore[attr-defined]
-    filesystem.Channel._put = _put  # type: ignore[method-assign]
-
-
 def _broker_options(broker: str, folder: str | None) -> dict[str, Any]:
     if not broker.startswith("filesystem://"):
         return {}
-    use_atomic_filesystem_writes()
     # kombu's filesystem transport (development): the folder gradequeue's own processes use.
     path = Path(folder or os.environ.get("GRADEQUEUE_BROKER_DIR", "var/broker"))
     (path / "processed").mkdir(parents=True, exist_ok=True)
@@ -112,6 +83,8 @@ def make_app(queue: str, function: GradingFunction, broker: str, *, broker_folde
         broker_read_url=broker,
         broker_write_url=broker,
         broker_transport_options=_broker_options(broker, broker_folder),
+        # kombu's filesystem transport with messages written whole, as gradequeue's own processes use it.
+        broker_transport=filesystem.TRANSPORT if broker.startswith("filesystem://") else None,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],

@@ -1,8 +1,13 @@
-"""kombu's filesystem transport, with messages written atomically.
+"""kombu's filesystem transport (development), with messages written atomically.
 
-Upstream writes a message file in place (create, then write), while a consumer may already move and read the
-still-empty file: the worker then dies on a JSON error. Here a message is written to a scratch folder on the
-same filesystem and renamed into the queue folder, so a consumer sees a whole message or nothing.
+Upstream writes a message file in place (create, then write), while a consumer in another process may already
+move and read the still-empty file: a Celery worker then dies on a JSON error. Here a message is written to a
+scratch folder on the same filesystem and renamed into the queue folder, so a consumer sees a whole message or
+nothing.
+
+Installed by naming it as the broker transport, ``broker_transport`` = :data:`TRANSPORT` (gradequeue's
+settings: ``CELERY_BROKER_TRANSPORT``), for a ``filesystem://`` broker URL: gradequeue's processes and the
+grader SDK's worker use this one class.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.transport import filesystem
 from kombu.utils.json import dumps
+
+TRANSPORT = "gradequeue_grader.filesystem:Transport"
 
 
 class Channel(filesystem.Channel):
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        # Consumers list the queue folder for "<stamp>.<queue>.msg" files: the scratch folder is never one.
         scratch = os.path.join(self.data_folder_out, ".incoming")
         os.makedirs(scratch, exist_ok=True)
         staged = os.path.join(scratch, name)
@@ -33,8 +41,3 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
-
-
-def install() -> None:
-    """Make ``filesystem://`` broker URLs use this transport."""
-    TRANSPORT_ALIASES["filesystem"] = "config.broker:Transport"
