@@ -1017,6 +1017,9 @@ def delivery_timelines(services: Services, db: str, numbers: list[str]) -> dict[
 
 # A POST whose answer came back this long before a kill, yet was sent again, was answered but not recorded.
 RECORD_WINDOW = 5.0
+# On a loaded machine the LMS's thread may take a request in this long after it was sent: a POST that arrives
+# this soon after a kill was sent by the killed worker (a new one takes longer than that to start).
+SENT_BEFORE = 1.0
 
 
 def repeat_windows(
@@ -1024,11 +1027,11 @@ def repeat_windows(
 ) -> tuple[Counter[str], list[dict[str, Any]]]:
     """Why each grade the LMS took in was sent again: the window the POST before each repeat fell in.
 
-    ``at_lms``: a worker or pool process was killed while that POST was at the LMS (it arrived, and its
-    answer had not yet gone out): HTTP cannot tell the sender the grade was taken. ``answered``: the kill came
-    after the LMS had answered (within RECORD_WINDOW s): the answer was not recorded in time. ``no_kill``: no
-    kill near it: gradequeue sent the grade again on its own. Returns the counts and one line per repeat
-    (times in seconds, relative to the POST's arrival)."""
+    ``at_lms``: a worker or pool process was killed while that POST was at the LMS (it had been sent, up to
+    SENT_BEFORE s before the LMS took it in, and its answer had not yet gone out): HTTP cannot tell the
+    sender the grade was taken. ``answered``: the kill came after the LMS had answered (within RECORD_WINDOW
+    s): the answer was not recorded in time. ``no_kill``: no kill near it: gradequeue sent the grade again on
+    its own. Returns the counts and one line per repeat (times in seconds, relative to the POST's arrival)."""
     by_number: dict[str, list[tuple[str, float, float, float | None]]] = {}
     for number, key, arrived, taken, answered in posts:
         if number in accepted:
@@ -1040,7 +1043,7 @@ def repeat_windows(
         seen.sort(key=lambda post: post[1])
         for (key, arrived, taken, answered), following in itertools.pairwise(seen):
             out = answered if answered is not None else taken
-            near = [k for k in moments if arrived <= k <= out + RECORD_WINDOW]
+            near = [k for k in moments if arrived - SENT_BEFORE <= k <= out + RECORD_WINDOW]
             if any(k <= out for k in near):
                 window = "at_lms"
             elif near:

@@ -54,7 +54,8 @@ def test_each_repeat_is_put_in_the_window_its_earlier_post_fell_in() -> None:
     # (number, key, arrived, taken in, answered): "1" was at the LMS (taken in, not yet answered) when the
     # worker was killed (10.05), "2" had been answered 3 ms before it, "3" was sent again with no kill near,
     # "4" arrived once, "9" was never accepted, and "5" got no answer (the sender gone): the pool process
-    # was killed (30.0) while the LMS held it.
+    # was killed (30.0) while the LMS held it; "6" reached the LMS 0.4 s after that kill (sent before it, taken
+    # in late by a busy LMS).
     posts = [
         ("1", "k1", 10.0, 10.04, 10.101),
         ("2", "k2", 9.9, 10.0, 10.047),
@@ -62,6 +63,8 @@ def test_each_repeat_is_put_in_the_window_its_earlier_post_fell_in() -> None:
         ("4", "k4", 10.0, 10.1, 10.1),
         ("9", "k9", 10.0, 10.1, 10.1),
         ("5", "k5", 29.9, 30.05, None),
+        ("6", "k6", 30.4, 30.5, 30.5),
+        ("6", "k6", 90.4, 90.5, 90.5),
         ("1", "k1", 70.0, 70.1, 70.1),
         ("2", "k2", 71.0, 71.1, 71.1),
         ("3", "other", 50.0, 50.1, 50.1),
@@ -69,15 +72,16 @@ def test_each_repeat_is_put_in_the_window_its_earlier_post_fell_in() -> None:
         ("5", "k5", 80.0, 80.1, 80.1),
     ]
     kills = [("worker", 10.05), ("pool", 30.0)]
-    counts, lines = faults.repeat_windows(posts, kills, {"1", "2", "3", "4", "5"})
-    assert dict(counts) == {"at_lms": 2, "answered": 1, "no_kill": 1}
+    counts, lines = faults.repeat_windows(posts, kills, {"1", "2", "3", "4", "5", "6"})
+    assert dict(counts) == {"at_lms": 3, "answered": 1, "no_kill": 1}
     assert [(line["number"], line["window"], line["kill_after_s"], line["again_after_s"]) for line in lines] == [
         ("1", "at_lms", 0.05, 60.0),
         ("2", "answered", 0.15, 61.1),
         ("3", "no_kill", None, 30.0),
         ("5", "at_lms", 0.1, 50.1),
+        ("6", "at_lms", -0.4, 60.0),
     ]
-    assert [line["same_key"] for line in lines] == [True, True, False, True]
+    assert [line["same_key"] for line in lines] == [True, True, False, True, True]
 
 
 @pytest.fixture
