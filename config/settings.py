@@ -334,6 +334,9 @@ GRADEQUEUE = {
     # A waiting get_submission holds a web thread: at most this many wait at once in one web process (the
     # others answer "empty" at once), so that its remaining threads serve everyone else.
     "EMPTY_POLL_WAITERS": env_int("GRADEQUEUE_EMPTY_POLL_WAITERS", 2, minimum=0),
+    # ...and none waits while all of the process's web threads have a request (config/serve.py reads the same
+    # variable): others may be queued behind them.
+    "WEB_THREADS": env_int("WEB_THREADS", 8, minimum=1),
     # Replies one scoring run scores with one statement (and then posts to the LMS, eight at a time). A run
     # also keeps a batch's POSTs within about 60 s of DELIVERY_TIMEOUTs: 48 with the default 10 s timeout.
     "SCORE_BATCH": env_int("GRADEQUEUE_SCORE_BATCH", 100, minimum=1),

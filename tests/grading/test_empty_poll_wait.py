@@ -92,3 +92,34 @@ def test_without_a_wait_an_empty_queue_is_reported_at_once(settings: Any, grader
     poll.start()
     poll.join(5)
     assert poll.reply == {"return_code": 1, "content": f"Queue '{queue.name}' is empty"}
+
+
+def test_a_waiting_poll_gives_its_thread_back_when_every_web_thread_has_a_request(
+    settings: Any, grader_client: Client, queue: Any
+) -> None:
+    # Two web threads, up to two waiters: the first poll waits; when the second request takes the last
+    # thread, the first stops waiting (requests may be queued behind both), and the second, alone now, waits.
+    wait_settings(settings, 3.0, waiters=2)
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "WEB_THREADS": 2}
+    first = Poll(grader_client, queue.name)
+    first.start()
+    time.sleep(0.3)
+    assert first.is_alive()  # one thread of two taken: it waits
+    second = Poll(grader_client, queue.name)
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert first.reply == {"return_code": 1, "content": f"Queue '{queue.name}' is empty"}
+    assert second.reply == {"return_code": 1, "content": f"Queue '{queue.name}' is empty"}
+    assert first.elapsed < 2.0  # well short of its 3 s (a loaded machine stretches this, not to 3 s)
+    assert second.elapsed >= 3.0
+
+
+def test_no_poll_waits_while_every_web_thread_has_a_request(settings: Any, grader_client: Client, queue: Any) -> None:
+    wait_settings(settings, 3.0, waiters=2)
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "WEB_THREADS": 1}  # this request holds the only one
+    poll = Poll(grader_client, queue.name)
+    poll.start()
+    poll.join(5)
+    assert poll.reply == {"return_code": 1, "content": f"Queue '{queue.name}' is empty"}
+    assert poll.elapsed < 1.5
