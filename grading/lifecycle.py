@@ -40,7 +40,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery, Value
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from grading import grades, publish
@@ -478,8 +479,8 @@ def _planned_for_its_queue() -> Iterator[None]:
     the whole queue to find its first row (70 ms a lease with 100 000 waiting among 1 000 queues, against
     0.1 ms when planned for the queue), the count read every row of the queue, handed out or not, instead of
     the waiting ones' index alone (400 ms against 20-40 ms). bench/scale_load.py; tests/grading/
-    test_lease_plan.py. Planning costs about 0.2 ms. (The bounded count's generic plan reads sub_waiting,
-    index only: it stays prepared.)
+    test_lease_plan.py. Planning costs about 0.2 ms. The bounded count (is there work?) too: since it also
+    counts expired leases, its generic plan read the long queue's 20 000 rows as well.
     """
     raw: Any = connection.connection if connection.vendor == "postgresql" else None
     threshold = getattr(raw, "prepare_threshold", None)
@@ -493,35 +494,83 @@ def _planned_for_its_queue() -> Iterator[None]:
         raw.prepare_threshold = threshold
 
 
+# Waiting is "queued", and also "pulled" with a lease that has run out and attempts left (the lease takes
+# it over, ``lease_next``): an expired lease counts the moment it expires, not when beat's reclaim next runs.
+# One that has used its queue's max_attempts is not waiting: the reclaim fails it and the LMS is told.
+# Each half of the bounded count (is there work?) reads its own partial index: sub_waiting (see
+# _PG_LEASE_SQL) and sub_leased (expired leases are the few entries of that index at or before now).
 _PG_BOUNDED_LENGTH_SQL = """
-SELECT count(*) FROM (
-    SELECT id FROM grading_submission
+SELECT (
+    SELECT count(*) FROM (
+        SELECT id FROM grading_submission
+        WHERE queue_id = ANY(%(queue_ids)s::bigint[]) AND status = 'queued'
+        ORDER BY queue_id, id
+        LIMIT %(limit)s
+    ) AS queued
+) + (
+    SELECT count(*) FROM (
+        SELECT s.id FROM grading_submission AS s
+        WHERE s.status = 'pulled' AND s.lease_expires_at <= %(now)s AND s.queue_id = ANY(%(queue_ids)s::bigint[])
+          AND s.attempts < (
+              SELECT coalesce(nullif(q.max_attempts, 0), %(max_attempts)s) FROM grading_queue AS q
+              WHERE q.id = s.queue_id
+          )
+        LIMIT %(limit)s
+    ) AS expired
+)
+"""
+
+# The whole length (get_queuelen): the same two counts without a limit.
+_PG_LENGTH_SQL = """
+SELECT (
+    SELECT count(*) FROM grading_submission
     WHERE queue_id = ANY(%(queue_ids)s::bigint[]) AND status = 'queued'
-    ORDER BY queue_id, id
-    LIMIT %(limit)s
-) AS waiting
+) + (
+    SELECT count(*) FROM grading_submission AS s
+    WHERE s.status = 'pulled' AND s.lease_expires_at <= %(now)s AND s.queue_id = ANY(%(queue_ids)s::bigint[])
+      AND s.attempts < (
+          SELECT coalesce(nullif(q.max_attempts, 0), %(max_attempts)s) FROM grading_queue AS q
+          WHERE q.id = s.queue_id
+      )
+)
 """
 
 
-def _pg_bounded_length_params(queue_id: int, limit: int) -> dict[str, Any]:
-    """The parameters of ``_PG_BOUNDED_LENGTH_SQL``."""
-    return {"queue_ids": _pg_ids([queue_id]), "limit": limit}
+def _pg_length_params(queue_id: int, limit: int | None, now: datetime) -> dict[str, Any]:
+    """The parameters of ``_PG_BOUNDED_LENGTH_SQL`` (with a ``limit``) and ``_PG_LENGTH_SQL``."""
+    return {
+        "queue_ids": _pg_ids([queue_id]),
+        "limit": limit,
+        "now": now,
+        "max_attempts": setting("MAX_ATTEMPTS"),
+    }
+
+
+def _expired_leases(now: datetime, max_attempts: Any) -> Q:
+    """Leased submissions whose lease ran out at or before ``now`` with fewer than ``max_attempts`` leases."""
+    return Q(status=Status.PULLED, lease_expires_at__lte=now, attempts__lt=max_attempts)
 
 
 def queue_length(queue_id: int, *, limit: int | None = None) -> int:
-    """Submissions of a queue waiting to be handed out (leased ones are not counted), up to ``limit``."""
-    if limit is not None and connection.vendor == "postgresql":
-        # A bounded count (is there work?) reads sub_waiting whatever the statistics say (see _PG_LEASE_SQL).
-        with connection.cursor() as cursor:
-            cursor.execute(_PG_BOUNDED_LENGTH_SQL, _pg_bounded_length_params(queue_id, limit))
+    """Submissions of a queue waiting to be handed out, up to ``limit``: the queued ones and those whose
+    lease has expired with attempts left. Leases that still run are not counted."""
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        sql = _PG_LENGTH_SQL if limit is None else _PG_BOUNDED_LENGTH_SQL
+        with connection.cursor() as cursor, _planned_for_its_queue():
+            cursor.execute(sql, _pg_length_params(queue_id, limit, now))
             row = cursor.fetchone()
-        return int(row[0]) if row else 0
-    waiting = Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED)
+        total = int(row[0]) if row else 0
+        return total if limit is None else min(total, limit)
+    # Two index look-ups in one statement (sub_waiting, sub_leased): one OR of both walks every row of the queue.
+    queue_max = Subquery(Queue.objects.filter(pk=queue_id).values("max_attempts"))
+    max_attempts = Coalesce(NullIf(queue_max, Value(0)), Value(setting("MAX_ATTEMPTS")))
+    queued = Submission.objects.filter(queue_id=queue_id, status=Status.QUEUED).values("pk")
+    expired = Submission.objects.filter(_expired_leases(now, max_attempts), queue_id=queue_id).values("pk")
+    waiting = queued.union(expired, all=True)
     if limit is not None:
-        return waiting[:limit].count()
-    connection.ensure_connection()
-    with _planned_for_its_queue():
-        return waiting.count()
+        waiting = waiting[:limit]
+    return waiting.count()
 
 
 # --- Lease --------------------------------------------------------------------------------------------
@@ -541,40 +590,82 @@ def new_lease_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-# The oldest waiting submission of a queue comes from the partial index sub_waiting (queue_id, id WHERE
-# status = 'queued') whatever PostgreSQL's statistics say. Written as "queue_id = %s ... ORDER BY id", the
+# The actor of every lease_expired event, whether beat's reclaim records it or a lease that takes the expired
+# lease over: a timeline reads the same whichever came first.
+RECLAIM_ACTOR = "system:reclaim"
+
+
+def max_attempts_of(queue: Queue) -> int:
+    """Leases a submission of ``queue`` gets before it fails: Queue.max_attempts, else MAX_ATTEMPTS."""
+    return int(queue.max_attempts or setting("MAX_ATTEMPTS"))
+
+
+# A lease takes, first, a submission of the queue whose lease has run out with attempts left (the one that
+# expired first), and otherwise the oldest waiting one; either way SKIP LOCKED, so two pullers never take the
+# same row. The expired probe reads sub_leased (lease_expires_at WHERE status = 'pulled'): the expired
+# leases are that index's entries at or before now, none in the usual case, so the probe costs one index
+# descent. The waiting submission comes from the partial index sub_waiting (queue_id, id WHERE status =
+# 'queued') whatever PostgreSQL's statistics say. Written as "queue_id = %s ... ORDER BY id", the
 # planner may walk the primary key instead, filtering out every submission already handed out: it does
 # whenever the statistics say most rows are queued (a young table after an exam's burst, until the next
 # auto-analyze), and each lease then reads every row handed out so far (3 ms per lease after 1 000 in a
 # 2 000 drain, three quarters of PostgreSQL's time). Only sub_waiting can give "queue_id = ANY(array)"
-# rows in (queue_id, id) order, so that form always takes it. (The same for queue_length's bounded count.)
+# rows in (queue_id, id) order, so that form always takes it. (The same for queue_length's count.)
+# The candidate's UNION ALL stops at its first row: when an expired lease is found, the waiting probe
+# does not run.
 _PG_LEASE_SQL = """
-WITH candidate AS (
+WITH expired AS (
+    SELECT id FROM grading_submission
+    WHERE status = 'pulled' AND lease_expires_at <= %(now)s AND queue_id = ANY(%(queue_ids)s::bigint[])
+      AND attempts < %(max_attempts)s
+    ORDER BY lease_expires_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), waiting AS (
     SELECT id FROM grading_submission
     WHERE queue_id = ANY(%(queue_ids)s::bigint[]) AND status = 'queued'
     ORDER BY queue_id, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT id, 'pulled' AS was FROM expired
+    UNION ALL
+    SELECT id, 'queued' AS was FROM waiting
+    LIMIT 1
 ), leased AS (
     UPDATE grading_submission AS s
     SET status = 'pulled', lease_key = %(key)s, lease_expires_at = %(expires)s,
         leased_to_id = %(user_id)s, attempts = s.attempts + 1, updated_at = %(now)s
     FROM candidate
     WHERE s.id = candidate.id
-    RETURNING s.id, s.body, s.files, s.attempts
+    RETURNING s.id, s.body, s.files, s.attempts, candidate.was
 ), event AS (
     INSERT INTO grading_submissionevent
         (submission_id, from_status, to_status, reason, actor, created_at, details)
-    SELECT id, 'queued', 'pulled', %(reason)s, %(actor)s, %(now)s,
-           jsonb_build_object('attempt', attempts, 'expires_at', %(expires_iso)s::text)
-    FROM leased
+    SELECT id, from_status, to_status, reason, actor, %(now)s, details FROM (
+        SELECT id, 1 AS step, 'pulled' AS from_status, 'queued' AS to_status, 'lease_expired' AS reason,
+               %(reclaim_actor)s AS actor, jsonb_build_object('attempt', attempts - 1) AS details
+        FROM leased WHERE was = 'pulled'
+        UNION ALL
+        SELECT id, 2, 'queued', 'pulled', %(reason)s, %(actor)s,
+               jsonb_build_object('attempt', attempts, 'expires_at', %(expires_iso)s::text)
+        FROM leased
+    ) AS steps
+    ORDER BY step
 )
-SELECT id, body, files, attempts FROM leased
+SELECT id, body, files, attempts, was FROM leased
 """
 
 
 def _pg_lease_params(
-    queue_id: int, key: str, expires: datetime, user_id: int | None, now: datetime, reason: str, actor: str
+    queue_id: int,
+    key: str,
+    expires: datetime,
+    user_id: int | None,
+    now: datetime,
+    reason: str,
+    actor: str,
+    max_attempts: int,
 ) -> dict[str, Any]:
     """The parameters of ``_PG_LEASE_SQL`` (tests/grading/test_lease_plan.py plans it with these)."""
     return {
@@ -586,14 +677,22 @@ def _pg_lease_params(
         "now": now,
         "reason": reason,
         "actor": actor,
+        "reclaim_actor": RECLAIM_ACTOR,
+        "max_attempts": max_attempts,
     }
 
 
 def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | None = None) -> Lease | None:
-    """Lease the oldest waiting submission of ``queue`` to ``user``, or return None if there is none.
+    """Lease a submission of ``queue`` to ``user``, or return None if none is waiting.
 
-    On PostgreSQL this is one statement (claim with SKIP LOCKED, update, event); elsewhere it is a claim,
-    an update and an event in one transaction (``_locking_lease``). Concurrent callers never get the same row.
+    An expired lease with attempts left is taken over first, the moment it expires: its timeline gets the
+    reclaim's ``lease_expired`` event (pulled → queued), then the lease's; the attempt is counted and the
+    key is new, so a late result under the old key is refused. An expired lease that has had the queue's
+    max_attempts is left to ``reclaim_expired``, which fails it and tells the LMS. Otherwise the oldest
+    waiting submission is leased.
+
+    On PostgreSQL this is one statement (claim with SKIP LOCKED, update, events); elsewhere it is a claim,
+    an update and the events in one transaction (``_locking_lease``). Concurrent callers never get the same row.
     """
     now = timezone.now()
     policy = policy_for(queue)
@@ -601,28 +700,51 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
     key = new_lease_key()
     actor = actor or actor_of(user)
     user_id = user.pk if getattr(user, "is_authenticated", False) else None
+    limit = max_attempts_of(queue)
     if connection.vendor == "postgresql":
         # One statement is one transaction in autocommit: no BEGIN/COMMIT round trips around it.
+        params = _pg_lease_params(queue.pk, key, expires, user_id, now, reason, actor, limit)
         with connection.cursor() as cursor, _planned_for_its_queue():
-            cursor.execute(_PG_LEASE_SQL, _pg_lease_params(queue.pk, key, expires, user_id, now, reason, actor))
+            cursor.execute(_PG_LEASE_SQL, params)
             row = cursor.fetchone()
         if row is None:
             return None
-        pk, body, files, attempts = row
+        pk, body, files, attempts, was = row
         if isinstance(files, str):
             files = json.loads(files)
+        if was == Status.PULLED:
+            log_transition(pk, Status.PULLED, Status.QUEUED, "lease_expired", RECLAIM_ACTOR, queue.name)
         log_transition(pk, Status.QUEUED, Status.PULLED, reason, actor, queue.name)
         return Lease(pk, key, body, files or {}, attempts, expires)
 
-    return _locking_lease(queue, key, expires, user_id, now, reason, actor)
+    return _locking_lease(queue, key, expires, user_id, now, reason, actor, limit)
 
 
-# MySQL's and MariaDB's claim names its index: with few rows, or statistics that say most rows wait, their
+# MySQL's and MariaDB's claims name their index: with few rows, or statistics that say most rows wait, their
 # optimizers walk the primary key (or scan and sort) instead, reading every submission already handed out
 # before the first waiting one (EXPLAIN in tests/grading/test_lease_plan.py). sub_waiting is (queue_id, status,
 # id) there (migration 0010): the range's entries come in id order, and the first one not locked is the claim.
+# sub_leased is (status, lease_expires_at): the expired leases are the range up to now. That probe does not
+# lock: a locking read of it locks the entry that ends the range too (a waiting row's, "queued" follows
+# "pulled"), which the lease's UPDATE of that row then waits for, and 32 pullers deadlocked on those entries.
+# The few rows it finds are then claimed by primary key, SKIP LOCKED, their conditions checked again.
+_MY_EXPIRED_PROBE_SQL = """
+SELECT id FROM grading_submission FORCE INDEX (sub_leased)
+WHERE status = 'pulled' AND lease_expires_at <= %s AND queue_id = %s AND attempts < %s
+ORDER BY lease_expires_at
+LIMIT 8
+"""
+
+_MY_EXPIRED_CLAIM_SQL = """
+SELECT id, attempts, body, files, lease_key FROM grading_submission FORCE INDEX (PRIMARY)
+WHERE id IN ({ids}) AND status = 'pulled' AND lease_expires_at <= %s AND queue_id = %s AND attempts < %s
+ORDER BY id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+
 _MY_LEASE_CLAIM_SQL = """
-SELECT id, attempts, body, files FROM grading_submission FORCE INDEX (sub_waiting)
+SELECT id, attempts, body, files, lease_key FROM grading_submission FORCE INDEX (sub_waiting)
 WHERE queue_id = %s AND status = 'queued'
 ORDER BY id
 LIMIT 1
@@ -630,36 +752,72 @@ FOR UPDATE SKIP LOCKED
 """
 
 
-def _locking_lease(
-    queue: Queue, key: str, expires: datetime, user_id: int | None, now: datetime, reason: str, actor: str
-) -> Lease | None:
-    """The lease on MySQL/MariaDB and SQLite: claim, update and event in one transaction.
+def _my_claim(queue: Queue, now: datetime, max_attempts: int) -> tuple[str, tuple[Any, ...]] | None:
+    row = None
+    status = Status.PULLED
+    with connection.cursor() as cursor:
+        cursor.execute(_MY_EXPIRED_PROBE_SQL, [now, queue.pk, max_attempts])
+        ids = [int(found[0]) for found in cursor.fetchall()]
+        if ids:
+            sql = _MY_EXPIRED_CLAIM_SQL.format(ids=", ".join(["%s"] * len(ids)))
+            cursor.execute(sql, [*ids, now, queue.pk, max_attempts])
+            row = cursor.fetchone()
+        if row is None:
+            status = Status.QUEUED
+            cursor.execute(_MY_LEASE_CLAIM_SQL, [queue.pk])
+            row = cursor.fetchone()
+    if row is None:
+        return None
+    if isinstance(row[3], str | bytes):
+        row = (*row[:3], json.loads(row[3]), row[4])
+    return status, row
 
-    MySQL and MariaDB claim the oldest waiting row with ``SELECT ... FOR UPDATE SKIP LOCKED`` through the
-    index migration 0010 gives them (``_MY_LEASE_CLAIM_SQL``), so that concurrent pulls take different rows
-    without waiting on each other. SQLite ignores the lock clause: its IMMEDIATE transactions take the
-    database's write lock up front, so claims are serialised and the oldest waiting row is this one's to take.
+
+def _claim(queue: Queue, now: datetime, max_attempts: int) -> tuple[str, tuple[Any, ...]] | None:
+    """The row ``_locking_lease`` takes, locked, and the status it has now: an expired lease, else the
+    oldest waiting submission."""
+    if connection.vendor == "mysql":
+        return _my_claim(queue, now, max_attempts)
+    fields = ("pk", "attempts", "body", "files", "lease_key")
+    candidates = Submission.objects.select_for_update(skip_locked=True).filter(queue_id=queue.pk)
+    expired = candidates.filter(_expired_leases(now, max_attempts)).order_by("lease_expires_at")
+    found = expired.values_list(*fields).first()
+    if found is not None:
+        return Status.PULLED, found
+    found = candidates.filter(status=Status.QUEUED).order_by("pk").values_list(*fields).first()
+    return (Status.QUEUED, found) if found is not None else None
+
+
+def _locking_lease(
+    queue: Queue,
+    key: str,
+    expires: datetime,
+    user_id: int | None,
+    now: datetime,
+    reason: str,
+    actor: str,
+    max_attempts: int,
+) -> Lease | None:
+    """The lease on MySQL/MariaDB and SQLite: claim, update and events in one transaction.
+
+    MySQL and MariaDB claim an expired lease, else the oldest waiting row, with ``SELECT ... FOR UPDATE SKIP
+    LOCKED`` through the indexes migration 0010 gives them (``_my_claim``),
+    so that concurrent pulls take different rows without waiting on each other. SQLite ignores the lock
+    clause: its IMMEDIATE transactions take the database's write lock up front, so claims are serialised and
+    the row found is this one's to take.
     """
     check_edge(Status.QUEUED, Status.PULLED)
     with transaction.atomic():
-        if connection.vendor == "mysql":
-            with connection.cursor() as cursor:
-                cursor.execute(_MY_LEASE_CLAIM_SQL, [queue.pk])
-                row = cursor.fetchone()
-            if row is not None and isinstance(row[3], str | bytes):
-                row = (*row[:3], json.loads(row[3]))
-        else:
-            row = (
-                Submission.objects.select_for_update(skip_locked=True)
-                .filter(queue_id=queue.pk, status=Status.QUEUED)
-                .order_by("pk")
-                .values_list("pk", "attempts", "body", "files")
-                .first()
-            )
-        if row is None:
+        claimed = _claim(queue, now, max_attempts)
+        if claimed is None:
             return None
-        pk, attempts, body, files = row
-        changed = Submission.objects.filter(pk=pk, status=Status.QUEUED).update(
+        was, (pk, attempts, body, files, old_key) = claimed
+        # The row is locked (or the database is, on SQLite); the conditions only refuse a row that changed.
+        where: dict[str, Any] = {"pk": pk, "status": was}
+        if was == Status.PULLED:
+            check_edge(Status.PULLED, Status.QUEUED)
+            where.update(lease_key=old_key, lease_expires_at__lte=now)
+        changed = Submission.objects.filter(**where).update(
             status=Status.PULLED,
             lease_key=key,
             lease_expires_at=expires,
@@ -669,6 +827,9 @@ def _locking_lease(
         )
         if changed != 1:  # cannot happen while the row is locked; refuse rather than hand out a guess
             return None
+        if was == Status.PULLED:
+            details = {"attempt": attempts}
+            _record(pk, Status.PULLED, Status.QUEUED, "lease_expired", RECLAIM_ACTOR, now, details, queue.name)
         details = {"attempt": attempts + 1, "expires_at": expires.isoformat()}
         _record(pk, Status.QUEUED, Status.PULLED, reason, actor, now, details, queue.name)
     return Lease(pk, key, body, files or {}, attempts + 1, expires)
@@ -1078,7 +1239,7 @@ def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) ->
                 Status.PULLED,
                 reason="lease_expired",
                 why=why,
-                actor="system:reclaim",
+                actor=RECLAIM_ACTOR,
                 details={"attempt": attempts},
                 where=where,
                 now=now,
@@ -1089,7 +1250,7 @@ def reclaim_expired(*, batch: int | None = None, now: datetime | None = None) ->
             Status.PULLED,
             Status.QUEUED,
             reason="lease_expired",
-            actor="system:reclaim",
+            actor=RECLAIM_ACTOR,
             now=now,
             where=where,
             details={"attempt": attempts},

@@ -91,6 +91,115 @@ def test_leases_come_oldest_first_within_their_queue_and_the_length_counts_waiti
     assert other is not None and other.submission_id == b
 
 
+def timeline(pk: int) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+    return [
+        (e.from_status, e.to_status, e.reason, e.actor, e.details)
+        for e in SubmissionEvent.objects.filter(submission_id=pk).order_by("id")
+    ]
+
+
+@pytest.mark.django_db
+def test_an_expired_lease_is_waiting_the_moment_it_expires_and_is_leased_again_at_once(
+    queue: Queue, lms_user: Any, grader_user: Any
+) -> None:
+    a = submit(queue, lms_user, callback_url="http://127.0.0.1:9/a", body="A").pk
+    b = submit(queue, lms_user, callback_url="http://127.0.0.1:9/b", body="B").pk
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        first = lifecycle.lease_next(queue, grader_user)
+        assert first is not None and (first.submission_id, first.attempt) == (a, 1)
+        clock.shift(timedelta(seconds=299.999))
+        assert [lifecycle.queue_length(queue.pk, limit=n) for n in (None, 1, 5)] == [1, 1, 1]
+        clock.shift(timedelta(seconds=0.001))  # the lease's last instant: it has expired
+        assert [lifecycle.queue_length(queue.pk, limit=n) for n in (None, 1, 2, 5)] == [2, 1, 2, 2]
+        # No reclaim has run: the next lease takes the expired one over, before the waiting one.
+        second = lifecycle.lease_next(queue, grader_user)
+        assert second is not None
+        assert (second.submission_id, second.body, second.attempt) == (a, "A", 2)
+        assert second.key != first.key
+        assert second.expires_at == timezone.now() + timedelta(seconds=300)
+        assert [lifecycle.queue_length(queue.pk, limit=n) for n in (None, 1)] == [1, 1]
+        row = Submission.objects.get(pk=a)
+        assert (row.status, row.lease_key, row.lease_expires_at, row.attempts) == (
+            "pulled",
+            second.key,
+            second.expires_at,
+            2,
+        )
+        assert timeline(a) == [
+            ("", "queued", "submitted", "user:lms", {"queue": "test-123"}),
+            ("queued", "pulled", "lease", "user:grader", {"attempt": 1, "expires_at": first.expires_at.isoformat()}),
+            ("pulled", "queued", "lease_expired", "system:reclaim", {"attempt": 1}),
+            ("queued", "pulled", "lease", "user:grader", {"attempt": 2, "expires_at": second.expires_at.isoformat()}),
+        ]
+        # The reclaim finds nothing left to do, and the waiting one is next.
+        assert lifecycle.reclaim_expired() == {"requeued": 0, "failed": 0}
+        third = lifecycle.lease_next(queue, grader_user)
+        assert third is not None and (third.submission_id, third.attempt) == (b, 1)
+        assert lifecycle.lease_next(queue, grader_user) is None
+        ids = [queue.pk]
+        assert lifecycle.accept_result(a, first.key, grade(), grader_user, ids) is ResultOutcome.WRONG_KEY
+        assert lifecycle.accept_result(a, second.key, grade(), grader_user, ids) is ResultOutcome.ACCEPTED
+    assert statuses(a, b) == ["returned", "pulled"]
+
+
+@pytest.mark.parametrize(("queue_max", "setting_max"), [(2, 3), (None, 2)], ids=["queue's", "setting's"])
+@pytest.mark.django_db
+def test_an_expired_lease_that_had_max_attempts_is_not_waiting_nor_handed_out_and_the_reclaim_fails_it(
+    queue: Queue, lms_user: Any, grader_user: Any, settings: Any, queue_max: int | None, setting_max: int
+) -> None:
+    settings.GRADEQUEUE = {**settings.GRADEQUEUE, "MAX_ATTEMPTS": setting_max}
+    queue.max_attempts = queue_max
+    queue.save()
+    a = submit(queue, lms_user, callback_url="http://127.0.0.1:9/a").pk
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        first = lifecycle.lease_next(queue, grader_user)
+        clock.shift(timedelta(seconds=300))
+        second = lifecycle.lease_next(queue, grader_user)  # the second and last attempt
+        assert first is not None and second is not None
+        assert (second.submission_id, second.attempt) == (a, 2)
+        clock.shift(timedelta(seconds=300))
+        assert [lifecycle.queue_length(queue.pk, limit=n) for n in (None, 1)] == [0, 0]
+        assert lifecycle.lease_next(queue, grader_user) is None
+        assert statuses(a) == ["pulled"]
+        assert lifecycle.reclaim_expired() == {"requeued": 0, "failed": 1}
+        assert lifecycle.lease_next(queue, grader_user) is None
+    row = Submission.objects.get(pk=a)
+    assert (row.status, row.attempts, row.lease_key, row.lms_body, row.failure_reason) == (
+        "failed",
+        2,
+        "",
+        lifecycle.not_graded_notice(),
+        "no result after 2 lease(s)",
+    )
+    assert [event[:3] for event in timeline(a)] == [
+        ("", "queued", "submitted"),
+        ("queued", "pulled", "lease"),
+        ("pulled", "queued", "lease_expired"),
+        ("queued", "pulled", "lease"),
+        ("pulled", "failed", "lease_expired"),
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_skips_an_expired_lease_another_transaction_holds(
+    queue: Queue, lms_user: Any, grader_user: Any
+) -> None:
+    expired = submit(queue, lms_user, callback_url="http://127.0.0.1:9/1").pk
+    waiting = submit(queue, lms_user, callback_url="http://127.0.0.1:9/2").pk
+    first = lifecycle.lease_next(queue, grader_user)
+    assert first is not None and first.submission_id == expired
+    Submission.objects.filter(pk=expired).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    lease, answered_while_held = _hold_lock_then_run(expired, lambda: lifecycle.lease_next(queue, grader_user))
+    assert lease is not None
+    if ROW_LOCKING[connection.vendor]:
+        assert (lease.submission_id, lease.attempt, answered_while_held) == (waiting, 1, True)
+        assert statuses(expired, waiting) == ["pulled", "pulled"]
+        assert Submission.objects.get(pk=expired).lease_key == first.key
+    else:
+        assert (lease.submission_id, lease.attempt, answered_while_held) == (expired, 2, False)
+        assert statuses(expired, waiting) == ["pulled", "queued"]
+
+
 def _hold_lock_then_run(pk: int, run: Any) -> tuple[Any, bool]:
     """Lock submission ``pk`` in another connection's transaction, call ``run()`` here meanwhile, and return
     its result and whether it came back while the other transaction still held the lock."""

@@ -41,17 +41,53 @@ def test_a_lease_reads_the_waiting_index_even_when_statistics_say_everything_wai
     # The parameters exactly as production binds them (the queue ids as array text, real times).
     now = timezone.now()
     params = lifecycle._pg_lease_params(
-        queue.pk, "k" * 43, now + timedelta(seconds=300), grader_user.pk, now, "lease", "user:grader"
+        queue.pk, "k" * 43, now + timedelta(seconds=300), grader_user.pk, now, "lease", "user:grader", 3
     )
     lease_plan = plan(lifecycle._PG_LEASE_SQL, params)
     assert "using sub_waiting on grading_submission" in lease_plan, lease_plan
-    length_plan = plan(lifecycle._PG_BOUNDED_LENGTH_SQL, lifecycle._pg_bounded_length_params(queue.pk, 1))
+    length_plan = plan(lifecycle._PG_BOUNDED_LENGTH_SQL, lifecycle._pg_length_params(queue.pk, 1, now))
     assert "using sub_waiting on grading_submission" in length_plan, length_plan
     # And it hands out the oldest waiting one.
     lease = lifecycle.lease_next(queue, grader_user)
     assert lease is not None and lease.submission_id == ids[200]
     assert lifecycle.queue_length(queue.pk, limit=1) == 1
     assert lifecycle.queue_length(queue.pk) == 199
+
+
+def test_the_expired_lease_probe_reads_the_leased_index_once_statistics_have_seen_a_lease(
+    queue: Any, lms_user: Any, grader_user: Any
+) -> None:
+    """The probe for expired leases reads sub_leased: the leases that have run out are its entries up to now.
+
+    (With statistics taken before any lease, PostgreSQL's estimate for the one-page, empty partial index is
+    higher than for sub_status_updated's "pulled" range, and it reads that instead: the leases in flight, not
+    the backlog, until the next analyze.)
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("query plans are PostgreSQL's")
+    ids = [submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/cb/{i}").pk for i in range(400)]
+    Submission.objects.filter(pk__in=ids[:200]).update(status=Status.DELIVERED)
+    leases = [lifecycle.lease_next(queue, grader_user) for _ in range(8)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE grading_submission")  # statistics: 200 delivered, 8 leased, 192 queued
+    now = timezone.now()
+    params = lifecycle._pg_lease_params(
+        queue.pk, "k" * 43, now + timedelta(seconds=300), grader_user.pk, now, "lease", "user:grader", 3
+    )
+    lease_plan = plan(lifecycle._PG_LEASE_SQL, params)
+    assert "using sub_leased on grading_submission" in lease_plan, lease_plan
+    assert "using sub_waiting on grading_submission" in lease_plan, lease_plan
+    length_plan = plan(lifecycle._PG_BOUNDED_LENGTH_SQL, lifecycle._pg_length_params(queue.pk, 1, now))
+    assert "using sub_leased on grading_submission" in length_plan, length_plan
+    assert "using sub_waiting on grading_submission" in length_plan, length_plan
+    # The whole length (get_queuelen) counts the expired leases through sub_leased too.
+    whole_plan = plan(lifecycle._PG_LENGTH_SQL, lifecycle._pg_length_params(queue.pk, None, now))
+    assert "using sub_leased on grading_submission" in whole_plan, whole_plan
+    # And the expired one is taken over first.
+    assert leases[3] is not None
+    Submission.objects.filter(pk=leases[3].submission_id).update(lease_expires_at=now)
+    lease = lifecycle.lease_next(queue, grader_user)
+    assert lease is not None and (lease.submission_id, lease.attempt) == (ids[203], 2)
 
 
 # ANALYZE TABLE commits on MySQL: this test cannot live inside a transaction that is rolled back.
@@ -83,6 +119,19 @@ def test_on_mysql_a_lease_claims_through_the_waiting_index_migration_0010_made(
         ["queue_id", "status"],
     ), explained
     assert "filesort" not in explained, explained  # the index gives the order: the first entry is the oldest
+    # The expired probe (which runs first) reads sub_leased's range of leases run out by now.
+    (probe,) = [q["sql"] for q in captured.captured_queries if "FORCE INDEX (sub_leased)" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN FORMAT=JSON " + probe.replace("%", "%%"))
+        explained = cursor.fetchone()[0]
+    block = json.loads(explained)["query_block"]
+    table = block["table"] if "table" in block else block["nested_loop"][0]["table"]
+    assert (table["table_name"], table["key"], table["access_type"]) == (
+        "grading_submission",
+        "sub_leased",
+        "range",
+    ), explained
+    assert "filesort" not in explained, explained
     if connection.mysql_is_mariadb:
         # Run for real: one row read, the oldest waiting one, not the 200 handed out before it.
         with connection.cursor() as cursor:

@@ -21,11 +21,11 @@ from tests.xqclient import grade
 
 pytestmark = pytest.mark.django_db
 
-# Session read + the lease statement on PostgreSQL. MySQL/MariaDB and SQLite claim the candidate (SELECT ...
-# FOR UPDATE SKIP LOCKED), update it and write the event in one transaction, which inside the test's own
-# transaction is a savepoint and its release; put_result there is the conditional UPDATE and the event in
-# a savepoint, and the queue name for the log line.
-GET_SUBMISSION_QUERIES = {"postgresql": 2, "mysql": 6, "sqlite": 6}
+# Session read + the lease statement on PostgreSQL. MySQL/MariaDB and SQLite look for an expired lease to take
+# over, then claim the candidate (SELECT ... FOR UPDATE SKIP LOCKED), update it and write the event in one
+# transaction, which inside the test's own transaction is a savepoint and its release; put_result there is
+# the conditional UPDATE and the event in a savepoint, and the queue name for the log line.
+GET_SUBMISSION_QUERIES = {"postgresql": 2, "mysql": 7, "sqlite": 7}
 PUT_RESULT_QUERIES = {"postgresql": 2, "mysql": 6, "sqlite": 6}
 GET_QUEUELEN_QUERIES = 2  # session read + one COUNT
 
