@@ -498,7 +498,8 @@ def _planned_for_its_queue() -> Iterator[None]:
 # it over, ``lease_next``): an expired lease counts the moment it expires, not when beat's reclaim next runs.
 # One that has used its queue's max_attempts is not waiting: the reclaim fails it and the LMS is told.
 # Each half of the bounded count (is there work?) reads its own partial index: sub_waiting (see
-# _PG_LEASE_SQL) and sub_leased (expired leases are the few entries of that index at or before now).
+# _PG_LEASE_SQL) and sub_leased (expired leases are the few entries of that index at or before now); the
+# bound on updated_at is _PG_LEASE_SQL's.
 _PG_BOUNDED_LENGTH_SQL = """
 SELECT (
     SELECT count(*) FROM (
@@ -515,6 +516,10 @@ SELECT (
               SELECT coalesce(nullif(q.max_attempts, 0), %(max_attempts)s) FROM grading_queue AS q
               WHERE q.id = s.queue_id
           )
+          AND s.updated_at <= %(now)s - make_interval(secs => (
+              SELECT coalesce(nullif(q.lease_seconds, 0), %(lease_seconds)s) FROM grading_queue AS q
+              WHERE q.id = %(queue_id)s
+          ))
         LIMIT %(limit)s
     ) AS expired
 )
@@ -532,6 +537,10 @@ SELECT (
           SELECT coalesce(nullif(q.max_attempts, 0), %(max_attempts)s) FROM grading_queue AS q
           WHERE q.id = s.queue_id
       )
+      AND s.updated_at <= %(now)s - make_interval(secs => (
+          SELECT coalesce(nullif(q.lease_seconds, 0), %(lease_seconds)s) FROM grading_queue AS q
+          WHERE q.id = %(queue_id)s
+      ))
 )
 """
 
@@ -543,6 +552,8 @@ def _pg_length_params(queue_id: int, limit: int | None, now: datetime) -> dict[s
         "limit": limit,
         "now": now,
         "max_attempts": setting("MAX_ATTEMPTS"),
+        "lease_seconds": setting("LEASE_SECONDS"),
+        "queue_id": queue_id,
     }
 
 
@@ -612,12 +623,16 @@ def max_attempts_of(queue: Queue) -> int:
 # 2 000 drain, three quarters of PostgreSQL's time). Only sub_waiting can give "queue_id = ANY(array)"
 # rows in (queue_id, id) order, so that form always takes it. (The same for queue_length's count.)
 # The candidate's UNION ALL stops at its first row: when an expired lease is found, the waiting probe
-# does not run.
+# does not run. A lease sets updated_at to its start, so one that has expired was updated at least one lease
+# length ago: "updated_at <= leased_before" changes no answer, and bounds the other plan PostgreSQL takes
+# when its statistics have never seen a lease (sub_status_updated's "pulled" range, which the empty
+# sub_leased loses to on cost) to the old leases instead of every lease in flight. (A row whose lease length
+# was raised since it was leased waits for the reclaim instead.)
 _PG_LEASE_SQL = """
 WITH expired AS (
     SELECT id FROM grading_submission
     WHERE status = 'pulled' AND lease_expires_at <= %(now)s AND queue_id = ANY(%(queue_ids)s::bigint[])
-      AND attempts < %(max_attempts)s
+      AND attempts < %(max_attempts)s AND updated_at <= %(leased_before)s
     ORDER BY lease_expires_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -679,6 +694,7 @@ def _pg_lease_params(
         "actor": actor,
         "reclaim_actor": RECLAIM_ACTOR,
         "max_attempts": max_attempts,
+        "leased_before": now - (expires - now),  # leased at least one lease length ago
     }
 
 

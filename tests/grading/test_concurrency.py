@@ -101,13 +101,15 @@ def test_32_concurrent_pullers_and_a_reclaim_take_each_expired_lease_once_and_ea
         )
         for i in range(BACKLOG)
     )
-    # The first EXPIRED were leased once and their graders went away: their leases ran out a second ago.
+    # The first EXPIRED were leased once, 301 s ago, and their graders went away: their leases ran out a second ago.
     first_keys = {}
     for _ in range(EXPIRED):
         lease = lifecycle.lease_next(queue, grader_user)
         assert lease is not None
         first_keys[lease.submission_id] = lease.key
-    Submission.objects.filter(pk__in=first_keys).update(lease_expires_at=now - timedelta(seconds=1))
+    Submission.objects.filter(pk__in=first_keys).update(
+        updated_at=now - timedelta(seconds=301), lease_expires_at=now - timedelta(seconds=1)
+    )
     handed_out: list[int] = []
     errors: list[BaseException] = []
     lock = threading.Lock()

@@ -22,7 +22,7 @@ import time_machine
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from grading import lifecycle
+from grading import grades, lifecycle
 from grading.lifecycle import DeliveryClaim, DeliveryOutcome, ResultOutcome
 from grading.models import Queue, Status, Submission, SubmissionEvent
 from tests.conftest import submit
@@ -168,7 +168,7 @@ def test_an_expired_lease_that_had_max_attempts_is_not_waiting_nor_handed_out_an
         "failed",
         2,
         "",
-        lifecycle.not_graded_notice(),
+        grades.not_graded_notice(),
         "no result after 2 lease(s)",
     )
     assert [event[:3] for event in timeline(a)] == [
@@ -188,7 +188,11 @@ def test_a_lease_skips_an_expired_lease_another_transaction_holds(
     waiting = submit(queue, lms_user, callback_url="http://127.0.0.1:9/2").pk
     first = lifecycle.lease_next(queue, grader_user)
     assert first is not None and first.submission_id == expired
-    Submission.objects.filter(pk=expired).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    # As if leased 301 s ago: its lease ran out a second ago.
+    now = timezone.now()
+    Submission.objects.filter(pk=expired).update(
+        updated_at=now - timedelta(seconds=301), lease_expires_at=now - timedelta(seconds=1)
+    )
     lease, answered_while_held = _hold_lock_then_run(expired, lambda: lifecycle.lease_next(queue, grader_user))
     assert lease is not None
     if ROW_LOCKING[connection.vendor]:

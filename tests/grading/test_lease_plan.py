@@ -85,7 +85,10 @@ def test_the_expired_lease_probe_reads_the_leased_index_once_statistics_have_see
     assert "using sub_leased on grading_submission" in whole_plan, whole_plan
     # And the expired one is taken over first.
     assert leases[3] is not None
-    Submission.objects.filter(pk=leases[3].submission_id).update(lease_expires_at=now)
+    # As if leased 300 s ago: its lease ends now.
+    Submission.objects.filter(pk=leases[3].submission_id).update(
+        updated_at=now - timedelta(seconds=300), lease_expires_at=now
+    )
     lease = lifecycle.lease_next(queue, grader_user)
     assert lease is not None and (lease.submission_id, lease.attempt) == (ids[203], 2)
 
