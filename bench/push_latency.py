@@ -1,6 +1,6 @@
 """Latency of a celery-mode queue: from the LMS's submit to the grade arriving at its callback, grader waiting.
 
-Needs PostgreSQL, RabbitMQ and (for the scoring bell, as in production) Redis on this machine; the defaults
+Needs PostgreSQL, RabbitMQ and (for the scoring signal, as in production) Redis on this machine; the defaults
 are a database ``gq_push_latency``, a RabbitMQ vhost ``gq_pushlat`` and Redis database 12, which the script
 creates when missing (the vhost with ``rabbitmqctl``, so run it as a user allowed to)::
 

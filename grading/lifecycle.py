@@ -33,7 +33,6 @@ import json
 import logging
 import random
 import secrets
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +43,7 @@ from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
-from grading import grades, publish
+from grading import grades, publish, scoring_signal
 from grading.conf import policy_for, setting
 from grading.models import PUSH_MODES, Queue, Status, Submission, SubmissionEvent, callback_digest
 
@@ -195,108 +194,15 @@ def _schedule_followup(submission_id: int, to_status: str) -> None:
     """After commit, ask for the work that continues a submission that has just entered ``to_status``: a
     returned reply asks for a scoring run, a graded or failed submission for its delivery."""
     if to_status == Status.RETURNED:
-        transaction.on_commit(request_scoring)
+        transaction.on_commit(scoring_signal.request_scoring)
     elif to_status in (Status.GRADED, Status.FAILED):
         publish.deliver_after_commit(submission_id)
 
 
 # --- Scoring runs ---------------------------------------------------------------------------------------
-# Returned replies are scored and delivered in runs (grading.delivery.score_and_deliver_returned), not one
-# task per reply: under load, one run takes every reply waiting, with one statement for the lot. With a
-# shared cache, the "bell" keeps it to one task message per run instead of one per reply: whoever commits a
-# reply sets the bell, and sends a run only if it was not already set. A run holds the bell while it works
-# and reads again after every batch, so replies committed meanwhile need no message; it stops only after it
-# has cleared the bell and then read once more and found nothing, so a reply committed while the bell was
-# still set is read by that last look, and one committed after it rings for a new run. A lost message or a
-# dead worker leaves the bell set for at most SCORE_BELL_SECONDS (a working run refreshes it), and the sweep
-# finds the replies anyway.
-#
-# Each process also remembers, for SCORE_BELL_MEMORY seconds, that it found the bell set (or set it and sent
-# the run), and rings only after that: under load a reply then costs no Redis round trip at all. A run waits
-# SCORE_BELL_MEMORY between clearing the bell and its last look, so a reply that relied on the memory was
-# committed before that look: its process found the bell set at most SCORE_BELL_MEMORY before the reply, and
-# either the bell was set again after the clear (a new run is on its way) or the last look is still ahead.
-
-SCORE_BELL = "gradequeue:score-bell"
-SCORE_BELL_SECONDS = 10
-SCORE_BELL_MEMORY = 0.05
-# Until when (time.monotonic()) this process may take the bell for set without asking Redis.
-_bell_known_until = 0.0
-
-
-def forget_scoring_bell() -> None:
-    """Drop this process's memory of the bell (after the shared cache was emptied, and between tests)."""
-    global _bell_known_until
-    _bell_known_until = 0.0
-
-
-def _shared_cache() -> bool:
-    from django.conf import settings
-
-    return "redis" in str(settings.CACHES["default"]["BACKEND"]).lower()
-
-
-def _cache_degraded() -> bool:
-    from grading import rediscache
-
-    return rediscache.degraded()
-
-
-def request_scoring(*, force: bool = False) -> None:
-    """Ask for a scoring run, unless one is already on its way (shared cache only). Never raises."""
-    global _bell_known_until
-    from django.core.cache import cache
-
-    bell = _shared_cache()
-    asked_at = time.monotonic()
-    rang = False  # this call set the bell: if the run's message goes out, the bell is known to be set
-    if bell and not force:
-        if asked_at < _bell_known_until:
-            return
-        try:
-            rang = cache.add(SCORE_BELL, "1", timeout=SCORE_BELL_SECONDS)
-        except Exception:
-            logger.warning("scoring bell unavailable; sending a scoring run anyway", exc_info=True)
-        else:
-            # An unreachable cache answers "not added" (grading.rediscache): no bell, so send the run anyway.
-            if not rang and not _cache_degraded():
-                _bell_known_until = asked_at + SCORE_BELL_MEMORY
-                return
-    if not publish.score_run():
-        # The sweep will ask for the run; the bell must not make later replies think one is on its way.
-        if bell:
-            clear_scoring_bell()
-        return
-    if rang:
-        _bell_known_until = asked_at + SCORE_BELL_MEMORY
-
-
-def hold_scoring_bell() -> bool:
-    """Called by a scoring run as it starts: set the bell (if its sender has not) for SCORE_BELL_SECONDS, so
-    that replies committed while the run works rely on it. False when there is no bell to hold."""
-    from django.core.cache import cache
-
-    if not _shared_cache():
-        return False
-    try:
-        cache.set(SCORE_BELL, "1", timeout=SCORE_BELL_SECONDS)
-    except Exception:
-        logger.warning("scoring bell unavailable; this run stops at its first short batch", exc_info=True)
-        return False
-    return not _cache_degraded()
-
-
-def clear_scoring_bell() -> None:
-    """Called by a scoring run before its last look (which then waits SCORE_BELL_MEMORY): replies committed
-    from now on ring for a new run."""
-    from django.core.cache import cache
-
-    if not _shared_cache():
-        return
-    try:
-        cache.delete(SCORE_BELL)
-    except Exception:
-        logger.warning("could not clear the scoring bell; it expires by itself", exc_info=True)
+# Returned replies are scored and delivered in runs (grading.delivery.score_and_deliver_returned); a committed
+# reply asks for one through the scoring signal (grading.scoring_signal), which keeps it to one task message
+# per run.
 
 
 # --- Submit -----------------------------------------------------------------------------------------
@@ -1735,7 +1641,7 @@ def sweep_followups(*, now: datetime | None = None, batch: int | None = None) ->
     counts["score"] = Submission.objects.filter(status=Status.RETURNED, updated_at__lte=stale)[:batch].count()
     if counts["score"]:
         # One scoring run takes every reply waiting.
-        request_scoring(force=True)
+        scoring_signal.request_scoring(force=True)
     for pk in Submission.objects.filter(
         status__in=(Status.GRADED, Status.FAILED), next_delivery_at__lte=stale
     ).values_list("pk", flat=True)[:batch]:

@@ -178,11 +178,11 @@ def _isolated_media_and_cache(settings: Any, tmp_path: Any) -> Iterator[None]:
     # Stored files go to a folder of the test's own; login-failure counters never leak between tests.
     from django.core.cache import cache
 
-    from grading import health, lifecycle, outage, rediscache
+    from grading import health, outage, rediscache, scoring_signal
 
     def forget() -> None:
         # Nothing a test learnt about its dependencies (an outage, a kept readiness answer) reaches the next.
-        lifecycle.forget_scoring_bell()
+        scoring_signal.forget()
         health.forget()
         rediscache.reset()
         outage.database.reset()
@@ -276,12 +276,12 @@ def stored_files() -> list[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis database for tests of what production keeps in its shared cache (the scoring bell).
+    """A Redis database for tests of what production keeps in its shared cache (the scoring signal).
 
     ``GRADEQUEUE_TEST_REDIS_URL`` names one (CI, and anyone running the suite against their services); it
     must answer, and must not be the broker's database, which the tests empty. Without it the tests start a
     private ``redis-server`` of their own on a free loopback port. Without either, these tests are skipped,
-    saying so, because the embedded default (the in-process cache) has no shared bell to test; with
+    saying so, because the embedded default (the in-process cache) has no shared signal to test; with
     ``GRADEQUEUE_REQUIRE_REDIS=1`` (CI) they fail instead.
     """
     import shutil

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from grading import grades, lifecycle
+from grading import grades, lifecycle, scoring_signal
 from grading.lifecycle import TRANSITIONS, InvalidTransition, ResultOutcome
 from grading.models import Status, Submission
 from tests.conftest import submit
@@ -293,7 +293,7 @@ def test_validate_grade_turns_anything_that_raises_into_a_problem(monkeypatch: p
 def test_a_reply_whose_scoring_raises_fails_alone_and_the_batch_is_scored(
     monkeypatch: pytest.MonkeyPatch, caplog: Any, queue: Any, lms_user: Any, grader_user: Any
 ) -> None:
-    monkeypatch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
+    monkeypatch.setattr(scoring_signal, "request_scoring", lambda **kwargs: None)
     ids = []
     for i in range(5):
         submission = submit(queue, lms_user, callback_url=f"http://127.0.0.1:9/{i}", lms_key=f"k{i}")

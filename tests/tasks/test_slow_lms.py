@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from grading import delivery, lifecycle
+from grading import delivery, lifecycle, scoring_signal
 from grading.models import Status, Submission, SubmissionEvent
 from tests.conftest import fast_pipeline
 from tests.e2e.test_pipeline import wait_for
@@ -50,11 +50,11 @@ def test_slow_lms_burst_larger_than_a_batch_with_four_workers_gets_every_grade_e
     try:
         with pytest.MonkeyPatch.context() as patch:
             # The burst is committed first, then the four worker threads take it in runs.
-            patch.setattr(lifecycle, "request_scoring", lambda **kwargs: None)
+            patch.setattr(scoring_signal, "request_scoring", lambda **kwargs: None)
             ids = returned(queue, lms_user, grader_user, lms, 64)
         sweeper.start()
         for _ in range(4):
-            lifecycle.request_scoring(force=True)
+            scoring_signal.request_scoring(force=True)
         wait_for(lambda: statuses(ids) == {Status.DELIVERED: 64}, timeout=90, what="64 deliveries")
         time.sleep(3.0)  # a takeover would POST again within a guard's time
     finally:
