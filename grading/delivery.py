@@ -336,12 +336,13 @@ TURN_SECONDS = 10.0
 def score_and_deliver_returned(*, batch: int | None = None) -> dict[str, int]:
     """A scoring run: score every returned reply waiting, and post each usable grade to its LMS.
 
-    With a shared cache the run is woken by the scoring signal (grading.scoring_signal): it holds the flag
-    while it works, so replies committed meanwhile send no task message, and it reads again after each batch,
-    so under a steady stream of replies one run keeps going. Having found nothing, it clears the flag, looks
-    once more, and listens for up to IDLE_SECONDS: the next reply wakes it at once instead of sending a new
-    run. It ends only when it has heard nothing. Without a shared cache every reply sends a run, and a run
-    stops at its first batch that comes back short. After TURN_SECONDS it hands over to a new run.
+    With a shared cache the run is woken by the scoring signal (grading.scoring_signal). It starts with the
+    flag set, so replies committed meanwhile send no task message, and reads again at once after a full
+    batch. After a short one it clears the flag and listens: the next reply whose process does not remember
+    the flag as set wakes it at once, and otherwise it reads again when the memory has run out. When that
+    look finds nothing it waits, listening, for up to IDLE_SECONDS, and ends only if it has heard nothing.
+    Without a shared cache every reply sends a run, and a run stops at its first batch that comes back short.
+    After TURN_SECONDS it hands over to a new run.
     """
     # A batch's POSTs take at most (batch / POST_CONCURRENCY) x DELIVERY_TIMEOUT: keep that within RUN_SECONDS.
     rounds = max(1, int(RUN_SECONDS // float(setting("DELIVERY_TIMEOUT"))))
@@ -349,50 +350,39 @@ def score_and_deliver_returned(*, batch: int | None = None) -> dict[str, int]:
     started = time.monotonic()
     signal = scoring_signal.RunSignal()
     holding = signal.hold()
-    # Since when the run has been listening (flag cleared) without finding work; None while it works.
-    listening_since: float | None = None
+    # Whether this look is the last before a long wait: the flag cleared, and the memory waited out since.
+    last_look = False
     counts = {"taken": 0, "graded": 0, "delivered": 0}
     while True:
-        looked_at = time.monotonic()
         taken, claims = lifecycle.score_returned_batch(batch)
         counts["taken"] += taken
         counts["graded"] += len(claims)
         if claims:
             outcomes = send_many(claims)
             counts["delivered"] += sum(o is lifecycle.DeliveryOutcome.DELIVERED for o in outcomes)
-        if taken and listening_since is not None:
-            # The last look found work: back to working, with the flag set again.
-            holding, listening_since = signal.hold(), None
         if taken < batch:
             if not holding:
-                # Nothing left unlocked when read, and any reply committed since then rang for a run.
+                # Nothing left unlocked when read, and any reply committed since then sent a run.
                 return counts
-            if taken == 0:
-                if listening_since is None:
-                    # Replies committed while the flag was set sent nothing: clear it and listen, then read once
-                    # more after the time for which a web process may still take the flag for set.
-                    if not signal.listen():
-                        time.sleep(scoring_signal.MEMORY)
-                        holding = False
-                        continue
-                    listening_since = time.monotonic()
-                    if signal.wait(scoring_signal.MEMORY):
-                        listening_since = None  # a reply set the flag again and woke the run
-                elif looked_at - listening_since < scoring_signal.MEMORY:
-                    # Not yet the last look (a wait cut short): wait out the memory first.
-                    if signal.wait(listening_since + scoring_signal.MEMORY - time.monotonic()):
-                        listening_since = None
-                else:
-                    # The last look found nothing: wait to be woken, and end if nothing comes.
-                    left = TURN_SECONDS - (time.monotonic() - started)
-                    if signal.wait(min(scoring_signal.IDLE_SECONDS, max(0.0, left))):
-                        listening_since = None
-                    elif signal.end():
-                        return counts
+            if last_look and taken == 0:
+                # Nothing came while the memory ran out: wait to be woken, and end if nothing comes.
+                left = TURN_SECONDS - (time.monotonic() - started)
+                if not signal.wait(min(scoring_signal.IDLE_SECONDS, max(0.0, left))) and signal.end():
+                    return counts
+                last_look = False
+            else:
+                # Replies committed while the flag was set sent nothing: clear it and listen, then read again
+                # when woken, or after the time for which a web process may still take the flag for set.
+                if not signal.listen():
+                    time.sleep(scoring_signal.MEMORY)
+                    holding = False
+                    continue
+                last_look = not signal.wait(scoring_signal.MEMORY)
         now = time.monotonic()
         if now - started > TURN_SECONDS:
             break
-        if holding and listening_since is None and not signal.refresh():
+        if holding and not last_look and not signal.refresh():
+            # (Not before a last look: setting the flag then would let replies rely on a run about to wait.)
             holding = False
     scoring_signal.request_scoring(force=True)
     return counts
