@@ -34,7 +34,7 @@ migrate: install
 
 run: migrate
 	$(PY) manage.py dev_setup --base-url http://$(HOST):$(PORT)
-	$(PY) manage.py run_dev --host $(HOST) --port $(PORT)
+	GQ_PYTHON=$(PY) GQ_HOST=$(HOST) GQ_PORT=$(PORT) $(VENV)/bin/honcho start --no-colour -f Procfile
 
 # Flower: the Celery monitor (workers, task rates, failures) on the configured broker, at http://$(HOST):$(FLOWER_PORT)/.
 FLOWER_PORT ?= 5555

@@ -2,7 +2,7 @@
 """N watcher-like graders with xqueue-watcher's 1 s request timeout drain a backlog from a freshly started gradequeue.
 
 The server is started as ``make run`` starts it (``manage.py migrate``, ``seed_queues``, ``sync_schedule``,
-``dev_setup``, then ``run_dev``: Granian, a Celery worker and beat) in a folder of its own: SQLite and the
+``dev_setup``, then the Procfile under honcho: Granian, a Celery worker and beat) in a folder of its own: SQLite and the
 filesystem broker by default, or whatever DATABASE_URL / CELERY_BROKER_URL / CACHE_URL say (the production
 configuration; the database should be empty or new). The LMS account submits the backlog over HTTP, to a
 callback listener of this script; then the graders start, cold (the web processes have never seen a grader
@@ -180,9 +180,9 @@ def start_service(port: int, var_dir: str, log_path: Path) -> subprocess.Popen[b
     )
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [python, "manage.py", "run_dev", "--host", "127.0.0.1", "--port", str(port)],
+        [str(Path(python).parent / "honcho"), "start", "--no-colour", "-f", "Procfile"],
         cwd=ROOT,
-        env=env,
+        env={**env, "GQ_PYTHON": python, "GQ_HOST": "127.0.0.1", "GQ_PORT": str(port)},
         stdout=subprocess.PIPE,
         stderr=log,
         start_new_session=True,
@@ -432,7 +432,7 @@ def main() -> None:
     finally:
         if watcher is not None:
             os.killpg(watcher.pid, signal.SIGKILL)
-        service.send_signal(signal.SIGINT)  # Ctrl-C, as in make run: run_dev stops the three processes
+        service.send_signal(signal.SIGINT)  # Ctrl-C, as in make run: honcho stops every process group
         try:
             service.wait(timeout=40)
         except subprocess.TimeoutExpired:

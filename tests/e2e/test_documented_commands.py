@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,27 +85,93 @@ def test_the_watcher_configuration_make_run_prints_is_the_readmes(monkeypatch: p
 
 
 @pytest.mark.django_db(transaction=True)
-def test_make_run_says_it_is_listening_only_once_the_web_server_answers() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_dev", "--host", "127.0.0.1", "--port", str(port), "--concurrency", "1"],
+def start_make_run_processes(port: int) -> subprocess.Popen[str]:
+    """The Procfile under honcho, as `make run` starts it (in a session of its own, as a terminal's job)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "honcho"), "start", "--no-colour", "-f", "Procfile"],
         cwd=ROOT,
-        env=service_env(),
+        env={
+            **service_env(),
+            "GQ_PYTHON": sys.executable,
+            "GQ_HOST": "127.0.0.1",
+            "GQ_PORT": str(port),
+            "CELERY_CONCURRENCY": "1",
+        },
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+
+
+def read_until_listening(process: subprocess.Popen[str], port: int) -> list[str]:
+    assert process.stdout is not None
+    lines = [process.stdout.readline()]
+    while lines[-1] and "gradequeue is listening" not in lines[-1]:
+        lines.append(process.stdout.readline())
+    assert f"gradequeue is listening on http://127.0.0.1:{port}/xqueue/" in lines[-1], "make run ended without it"
+    return lines
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process started, directly or not, by ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int((Path("/proc") / entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bytes | None:
+    """The command line of process ``pid`` if it still runs (a zombie, ended but not yet reaped, does not)."""
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        while line and "gradequeue is listening" not in line:
-            line = process.stdout.readline()
-        assert f"gradequeue is listening on http://127.0.0.1:{port}/xqueue/" in line, "run_dev ended without it"
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        return None if state in ("Z", "X") else (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return None
+
+
+def test_make_run_says_it_is_listening_only_once_the_web_server_answers() -> None:
+    port = free_port()
+    process = start_make_run_processes(port)
+    try:
+        read_until_listening(process, port)
         # The moment it is said, a watcher's first request (1 s timeout) is answered.
         reply = requests.get(f"http://127.0.0.1:{port}/xqueue/status/", timeout=1)
         assert (reply.status_code, reply.json()) == (200, {"return_code": 0, "content": "OK"})
     finally:
         stop_group(process, timeout=20)
+
+
+def test_ctrl_c_on_make_run_stops_every_process_it_started_granian_workers_included() -> None:
+    port = free_port()
+    process = start_make_run_processes(port)
+    started: set[int] = set()
+    try:
+        read_until_listening(process, port)
+        started = descendants(process.pid)
+        commands = [(Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ") for pid in started]
+        # web (Granian and its two workers), worker, beat and the ready process, each with honcho's reader.
+        assert sum(b"config.serve" in c for c in commands) == 3 and any(b"celery_app beat" in c for c in commands)
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal sends its foreground job on Ctrl-C
+        process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.read()
+        time.sleep(0.5)
+        assert {pid: cmdline for pid in started if (cmdline := running(pid)) is not None} == {}
+    finally:
+        stop_group(process, timeout=20)
+        for pid in started:
+            if running(pid) is not None:
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.django_db(transaction=True)
