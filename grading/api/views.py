@@ -48,6 +48,8 @@ logger = logging.getLogger("grading.api")
 # XQueue requests in progress in this process, and those of them holding an empty get_submission.
 _in_progress = 0
 _waiting = 0
+# How many times a request took the last free web thread of this process.
+_crowded = 0
 _waiting_lock = threading.Lock()
 
 
@@ -85,9 +87,11 @@ class XQueueView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        global _in_progress
+        global _in_progress, _crowded
         with _waiting_lock:
             _in_progress += 1
+            if _in_progress >= int(setting("WEB_THREADS")):
+                _crowded += 1  # seen by waiting polls however briefly every thread was taken
         try:
             return super().dispatch(request, *args, **kwargs)
         finally:
@@ -288,10 +292,11 @@ def _wait_for_work(queue: Any, user: Any, wait: float) -> lifecycle.Lease | None
         if _waiting >= int(setting("EMPTY_POLL_WAITERS")) or _in_progress >= threads:
             return None
         _waiting += 1
+        crowded = _crowded
     try:
         deadline = time.monotonic() + wait
         error: Exception | None = None
-        while time.monotonic() < deadline and _in_progress < threads:
+        while time.monotonic() < deadline and _crowded == crowded:
             time.sleep(min(EMPTY_POLL_STEP, max(0.0, deadline - time.monotonic())))
             try:
                 if lifecycle.queue_length(queue.pk, limit=1):
