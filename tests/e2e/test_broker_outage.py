@@ -14,7 +14,7 @@ import pytest
 from grading import lifecycle
 from grading.models import Queue, Role, Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
-from tests.e2e.test_server import running_server
+from tests.support.services import running_server
 from tests.tcpproxy import SilentListener
 from tests.xqclient import XQueueClient, grade, lms_body
 

@@ -22,8 +22,8 @@ from django.test import Client
 from grading import rediscache
 from grading.models import Queue, Role
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
-from tests.e2e.test_server import running_server
 from tests.lms import free_port
+from tests.support.services import running_server
 from tests.tcpproxy import SilentListener, TcpProxy
 from tests.xqclient import XQueueClient, grade, lms_body
 

@@ -6,58 +6,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from grading import lifecycle, push
-from grading.models import Queue, QueueMode, Status, Submission
-from tests import broker
+from grading.models import Queue, Status, Submission
 from tests.conftest import fast_pipeline, submit
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import FakeLMS
-from tests.processes import stop_group
+from tests.support.services import grader
+from tests.support.waiting import wait_for
 from tests.xqclient import lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def grader(queue: str, function: str, marker_dir: Path, concurrency: int = 4) -> Iterator[subprocess.Popen[bytes]]:
-    """The grader entry point as a grader author runs it, in its own process group (so that it can be killed
-    whole, pool processes included)."""
-    command = [
-        sys.executable, "-m", "gradequeue_grader", "--queue", queue, "--function", function,
-        "--broker", django_settings.CELERY_BROKER_URL, "--concurrency", str(concurrency), "--loglevel", "WARNING",
-    ]  # fmt: skip
-    options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-    if "data_folder_in" in options:
-        command += ["--broker-folder", options["data_folder_in"]]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_MARKER_DIR": str(marker_dir)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    try:
-        yield process
-    finally:
-        stop_group(process, timeout=3)
-
-
-@pytest.fixture
-def grader_queue(request: Any) -> Iterator[Queue]:
-    queue = Queue.objects.create(name=f"celery-{request.node.name[5:40]}", mode=QueueMode.CELERY)
-    broker.purge(queue.name)
-    yield queue
-    broker.purge(queue.name)
 
 
 def expected_grade(response: str) -> dict[str, Any]:

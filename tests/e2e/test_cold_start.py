@@ -16,7 +16,6 @@ import pytest
 from django.core.management import call_command
 
 from grading.models import Queue
-from tests.e2e.test_server import server  # noqa: F401 (the fixture)
 from tests.xqclient import XQueueClient
 
 WATCHER_TIMEOUT = 1.0
@@ -31,7 +30,7 @@ def generated_secret(username: str, role: str, queue: str) -> str:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("connections", [8, 32])
 def test_every_watcher_thread_logs_in_within_its_timeout_at_a_cold_start(
-    server: str,  # noqa: F811 (the fixture)
+    server: str,
     connections: int,
 ) -> None:
     Queue.objects.create(name="cold")

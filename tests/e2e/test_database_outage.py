@@ -17,7 +17,8 @@ from django.db import connection
 
 from grading.models import Queue, Role, Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account, submit
-from tests.e2e.test_server import database_url, running_server
+from tests.processes import database_url
+from tests.support.services import running_server
 from tests.tcpproxy import TcpProxy
 from tests.xqclient import XQueueClient, grade, lms_body
 

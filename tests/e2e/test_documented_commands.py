@@ -24,9 +24,8 @@ from django.core.management import call_command
 from grading import lifecycle
 from grading.models import Queue
 from tests.conftest import submit
-from tests.e2e.test_server import database_url
 from tests.lms import FakeLMS, free_port
-from tests.processes import stop_group
+from tests.processes import database_url, stop_group
 from tests.xqclient import grade
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 
 from grading.models import Queue, Submission, SubmissionEvent
 from tests.conftest import LMS_PASSWORD
-from tests.e2e.test_server import accounts, running_server  # noqa: F401  (accounts: a fixture)
+from tests.support.services import running_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,7 +100,7 @@ def test_an_unauthenticated_query_string_over_16_kib_gets_the_302_to_login(serve
     assert headers["Location"] == "/xqueue/login/?next=/xqueue/get_submission/"
 
 
-def test_a_chunked_login_body_is_read(server: str, accounts: Queue) -> None:  # noqa: F811
+def test_a_chunked_login_body_is_read(server: str, accounts: Queue) -> None:
     body = chunked(b"username=lms&", f"password={LMS_PASSWORD}".encode())
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked"}
     status, reply_headers, reply = request(server, "POST", "/xqueue/login/", body, headers)
@@ -108,7 +108,7 @@ def test_a_chunked_login_body_is_read(server: str, accounts: Queue) -> None:  # 
     assert "sessionid=" in str(reply_headers.get_all("Set-Cookie"))
 
 
-def test_a_chunked_multipart_submission_is_stored_whole(server: str, accounts: Queue) -> None:  # noqa: F811
+def test_a_chunked_multipart_submission_is_stored_whole(server: str, accounts: Queue) -> None:
     cookie = login(server)
     header = json.dumps({"lms_callback_url": CALLBACK, "lms_key": "k", "queue_name": "served"})
     boundary = "gq-boundary"
@@ -129,7 +129,7 @@ def test_a_chunked_multipart_submission_is_stored_whole(server: str, accounts: Q
     assert (submission.body, list(submission.files)) == ("print(42)", ["answer.py"])
 
 
-def test_a_chunked_body_over_the_limit_is_refused_with_the_envelope(server: str, accounts: Queue) -> None:  # noqa: F811
+def test_a_chunked_body_over_the_limit_is_refused_with_the_envelope(server: str, accounts: Queue) -> None:
     cookie = login(server)
     limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     body = chunked(*([b"xqueue_body=" + b"x" * 65536] + [b"x" * 65536] * (limit // 65536 + 1)))

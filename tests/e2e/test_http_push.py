@@ -15,9 +15,9 @@ import pytest
 from grading.grades import NOT_GRADED_MSG
 from grading.models import Queue, QueueMode, Status, Submission
 from tests.conftest import fast_pipeline, submit
-from tests.e2e.test_pipeline import wait_for
 from tests.http_grader import FakeHTTPGrader
 from tests.lms import FakeLMS
+from tests.support.waiting import wait_for
 from tests.xqclient import lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]

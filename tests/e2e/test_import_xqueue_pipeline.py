@@ -13,8 +13,8 @@ from django.core.management import call_command
 
 from grading.models import Queue, Role, Status, Submission
 from tests.conftest import GRADER_PASSWORD, fast_pipeline, make_account
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import FakeLMS
+from tests.support.waiting import wait_for
 from tests.xqclient import XQueueClient, grade
 from tests.xqueuedb import xqueue_database
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,19 +11,10 @@ import pytest
 from grading.models import Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD
 from tests.lms import FakeLMS
+from tests.support.waiting import wait_for
 from tests.xqclient import XQueueClient, grade, lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_submit_pull_put_result_reaches_the_lms_exactly_once(

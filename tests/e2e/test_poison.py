@@ -23,10 +23,10 @@ from grading import grades
 from grading.models import Queue, QueueMode, Status, Submission
 from tests.conftest import GRADER_PASSWORD, fast_pipeline, submit
 from tests.e2e.graders import POISON_REPLY, RAISE_ON_POST_MSG
-from tests.e2e.test_celery_push import grader, grader_queue  # noqa: F401 (a fixture)
-from tests.e2e.test_pipeline import wait_for
 from tests.http_grader import FakeHTTPGrader
 from tests.lms import FakeLMS
+from tests.support.services import grader
+from tests.support.waiting import wait_for
 from tests.xqclient import XQueueClient, grade, lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
@@ -130,7 +130,7 @@ def test_celery_grader_a_poison_reply_and_a_grade_whose_post_raises_hold_up_none
     tmp_path: Path,
     celery_worker_app: Any,
     fake_lms: FakeLMS,
-    grader_queue: Queue,  # noqa: F811 (the fixture)
+    grader_queue: Queue,
     lms_user: Any,
 ) -> None:
     fast_pipeline(settings)

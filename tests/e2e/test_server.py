@@ -3,15 +3,11 @@ the XQueue calls, file uploads and downloads, keep-alive, and the server's own s
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import json
 import os
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,82 +18,11 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from config import serve
-from grading.models import Queue, Role, Status, Submission
-from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
-from tests.lms import free_port
-from tests.processes import database_url, stop_group
+from grading.models import Queue, Status, Submission
+from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD
 from tests.xqclient import XQueueClient, grade, lms_body
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def running_server(
-    media_root: str, *, log: Any = None, **env_overrides: str | None
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """gradequeue served as production serves it, on the test database, in its own process group.
-
-    ``env_overrides`` change its environment (None removes a variable); ``log``, a file, takes its output.
-    Yields the base URL and the process.
-    """
-    port = free_port()
-    env: dict[str, str | None] = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "GRADEQUEUE_DEV": "1",
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
-        "GRADEQUEUE_CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
-        "MEDIA_ROOT": media_root,
-        "WEB_BIND": f"127.0.0.1:{port}",
-        "WEB_WORKERS": "2",
-        "LOG_LEVEL": "WARNING",
-        "CACHE_URL": None,
-    }
-    options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-    if "data_folder_in" in options:
-        env["GRADEQUEUE_BROKER_DIR"] = options["data_folder_in"]
-    env.update(env_overrides)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "config.serve"],
-        cwd=ROOT,
-        env={name: value for name, value in env.items() if value is not None},
-        start_new_session=True,
-        stdout=log,
-        stderr=log,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{base_url}/xqueue/status/", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, "the web server exited at start-up"
-            assert time.monotonic() < deadline, "the web server did not answer within 60 s"
-            time.sleep(0.2)
-        yield base_url, process
-    finally:
-        stop_group(process, timeout=15)
-
-
-@pytest.fixture
-def server(settings: Any) -> Iterator[str]:
-    """gradequeue served as production serves it, on the test database, in its own process group."""
-    with running_server(str(settings.MEDIA_ROOT)) as (base_url, _process):
-        yield base_url
-
-
-@pytest.fixture
-def accounts(settings: Any) -> Queue:
-    # The server process checks passwords with the production hashers, so these accounts use one of them.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    queue = Queue.objects.create(name="served")
-    make_account("lms", LMS_PASSWORD, Role.LMS, queue)
-    make_account("grader", GRADER_PASSWORD, Role.GRADER, queue)
-    return queue
 
 
 BINARY = bytes(range(256)) * 64 + b"\r\n\x00\xff"

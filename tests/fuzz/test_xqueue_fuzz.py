@@ -45,8 +45,8 @@ from hypothesis import strategies as st
 from grading import lifecycle
 from grading.models import Queue, Role, Status, Submission, SubmissionEvent
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, make_account
-from tests.e2e.test_server import running_server
 from tests.lms import FakeLMS
+from tests.support.services import running_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 

@@ -16,24 +16,12 @@ from kombu.exceptions import OperationalError
 from grading import grades, lifecycle
 from grading.models import Status, Submission
 from tests.conftest import GRADER_PASSWORD, LMS_PASSWORD, fast_pipeline, lms_header, submit
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import FakeLMS, free_port
+from tests.support.states import graded_submission, status_of
+from tests.support.waiting import wait_for
 from tests.xqclient import XQueueClient, grade, lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
-
-
-def graded_submission(queue: Any, lms_user: Any, grader_user: Any, callback_url: str, reply: str = "") -> Submission:
-    submission = submit(queue, lms_user, callback_url=callback_url, body=lms_body())
-    lease = lifecycle.lease_next(queue, grader_user)
-    assert lease is not None
-    outcome = lifecycle.accept_result(submission.pk, lease.key, reply or grade(), grader_user, [queue.pk])
-    assert outcome is lifecycle.ResultOutcome.ACCEPTED
-    return submission
-
-
-def status_of(submission: Submission) -> str:
-    return Submission.objects.values_list("status", flat=True).get(pk=submission.pk)
 
 
 def test_lms_answering_500_three_times_then_200_gets_the_grade_once_with_backoff(

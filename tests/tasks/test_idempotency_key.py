@@ -11,9 +11,9 @@ import pytest
 from grading import grades, lifecycle
 from grading.models import Status, Submission
 from tests.conftest import fast_pipeline
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import FakeLMS
-from tests.tasks.test_delivery import graded_submission, status_of
+from tests.support.states import graded_submission, status_of
+from tests.support.waiting import wait_for
 from tests.xqclient import grade
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]

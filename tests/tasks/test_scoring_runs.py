@@ -17,9 +17,10 @@ from django.db import connection, transaction
 from grading import delivery, grades, lifecycle, scoring_signal
 from grading.models import Status, Submission
 from tests.conftest import fast_pipeline, submit
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import FakeLMS
-from tests.xqclient import grade, lms_body
+from tests.support.states import returned, statuses
+from tests.support.waiting import wait_for
+from tests.xqclient import lms_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
@@ -53,38 +54,6 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(app, "send_task", counting)
     return sent
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the task messages that would have been sent (none is: no worker acts behind the test's back)."""
-    from celery_app import app
-
-    sent: list[str] = []
-    monkeypatch.setattr(app, "send_task", lambda name, *args, **kwargs: sent.append(name))
-    return sent
-
-
-def returned(
-    queue: Any, lms_user: Any, grader_user: Any, lms: FakeLMS, n: int, reply: str = "", first: int = 0
-) -> list[int]:
-    """``n`` submissions (of students ``first`` onwards) with a grader reply accepted (returned), oldest first."""
-    ids = []
-    for i in range(first, first + n):
-        submission = submit(queue, lms_user, callback_url=lms.callback_url(student=i), body=lms_body(), lms_key=f"k{i}")
-        lease = lifecycle.lease_next(queue, grader_user)
-        assert lease is not None and lease.submission_id == submission.pk
-        outcome = lifecycle.accept_result(submission.pk, lease.key, reply or grade(), grader_user, [queue.pk])
-        assert outcome is lifecycle.ResultOutcome.ACCEPTED
-        ids.append(submission.pk)
-    return ids
-
-
-def statuses(ids: list[int]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in Submission.objects.filter(pk__in=ids).values_list("status", flat=True):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
 
 
 def test_with_the_signal_many_replies_take_few_task_messages_and_each_grade_arrives_once(

@@ -20,9 +20,9 @@ from django.utils import timezone
 from grading import delivery, lifecycle, scoring_signal
 from grading.models import Status, Submission, SubmissionEvent
 from tests.conftest import fast_pipeline
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import Callback, FakeLMS, free_port
-from tests.tasks.test_scoring_runs import held, returned, statuses  # noqa: F401 (a fixture)
+from tests.support.states import returned, statuses
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
@@ -74,7 +74,7 @@ def test_slow_lms_burst_larger_than_a_batch_with_four_workers_gets_every_grade_e
 
 def test_each_post_is_recorded_as_it_returns_not_at_the_end_of_the_batch(
     settings: Any,
-    held: list[str],  # noqa: F811 (the fixture)
+    held: list[str],
     queue: Any,
     lms_user: Any,
     grader_user: Any,
@@ -116,7 +116,7 @@ def test_each_post_is_recorded_as_it_returns_not_at_the_end_of_the_batch(
 
 def test_the_claim_of_a_post_still_outstanding_is_renewed_while_the_others_are_recorded(
     settings: Any,
-    held: list[str],  # noqa: F811 (the fixture)
+    held: list[str],
     queue: Any,
     lms_user: Any,
     grader_user: Any,
@@ -161,7 +161,7 @@ def test_an_lms_answer_to_a_claim_that_was_taken_over_stays_in_the_timeline(
     queue: Any,
     lms_user: Any,
     grader_user: Any,
-    held: list[str],  # noqa: F811 (the fixture)
+    held: list[str],
 ) -> None:
     [pk] = returned(queue, lms_user, grader_user, FakeLMS(port=free_port()), 1)
     first = lifecycle.score_and_claim(pk)

@@ -19,10 +19,10 @@ from django.utils import timezone
 
 from grading import lifecycle
 from grading.models import Status, Submission
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import Callback, FakeLMS
 from tests.processes import database_url
-from tests.tasks.test_delivery import graded_submission, status_of
+from tests.support.states import graded_submission, status_of
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
