@@ -24,7 +24,6 @@ from django.core.management import call_command
 from grading import lifecycle
 from grading.models import Queue, Role, Submission, SubmissionEvent
 from tests.conftest import make_account
-from tests.e2e.test_server import server  # noqa: F401 (the fixture)
 from tests.tcpproxy import TcpProxy
 from tests.xqclient import XQueueClient, grade
 
@@ -80,7 +79,7 @@ def generated_secret(username: str, role: str, queue: str) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lease_whose_reply_the_watcher_dropped_is_handed_out_again_the_moment_it_expires(
-    server: str,  # noqa: F811 (the fixture)
+    server: str,
 ) -> None:
     queue = Queue.objects.create(name="drain", lease_seconds=LEASE_SECONDS)
     lms = make_account("lms-drain", "unused-password-1", Role.LMS, queue)

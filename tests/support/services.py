@@ -1,5 +1,5 @@
-"""gradequeue's own entry points started as production starts them, each in its own process group: the web
-server (``python -m config.serve``) and a Celery-queue grader (``python -m gradequeue_grader``)."""
+"""gradequeue's own entry points started as production starts them: the web server (``python -m config.serve``)
+and a Celery-queue grader (``python -m gradequeue_grader``), each in its own process group, and a Celery worker."""
 
 from __future__ import annotations
 
@@ -90,3 +90,37 @@ def grader(queue: str, function: str, marker_dir: Path, concurrency: int = 4) ->
         yield process
     finally:
         stop_group(process, timeout=3)
+
+
+def start_worker_process(delivery_timeout: str = "1", database: str = "") -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GRADEQUEUE_DEV": "1",
+        "DATABASE_URL": database or database_url(),
+        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
+        "GRADEQUEUE_CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
+        "GRADEQUEUE_DELIVERY_TIMEOUT": delivery_timeout,
+        "GRADEQUEUE_SWEEP_GRACE_SECONDS": "0",
+    }
+    options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    if "data_folder_in" in options:
+        env["GRADEQUEUE_BROKER_DIR"] = options["data_folder_in"]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+    )

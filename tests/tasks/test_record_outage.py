@@ -13,11 +13,11 @@ from django.db import connection
 
 from grading import lifecycle
 from grading.models import Status, Submission
-from tests.e2e.test_pipeline import wait_for
 from tests.lms import Callback, FakeLMS
 from tests.processes import database_url
-from tests.tasks.test_delivery import graded_submission, status_of
-from tests.tasks.test_worker_killed import start_worker_process
+from tests.support.services import start_worker_process
+from tests.support.states import graded_submission, status_of
+from tests.support.waiting import wait_for
 from tests.tcpproxy import TcpProxy
 
 pytestmark = [

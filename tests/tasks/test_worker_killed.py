@@ -3,10 +3,7 @@ that was at the LMS when the worker died is sent again."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -14,53 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from grading import lifecycle
 from grading.models import Status, Submission
 from tests.lms import Callback, FakeLMS
-from tests.processes import database_url
+from tests.support.services import start_worker_process
 from tests.support.states import graded_submission, status_of
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.celery]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_worker_process(delivery_timeout: str = "1", database: str = "") -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "GRADEQUEUE_DEV": "1",
-        "DATABASE_URL": database or database_url(),
-        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
-        "GRADEQUEUE_CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
-        "GRADEQUEUE_DELIVERY_TIMEOUT": delivery_timeout,
-        "GRADEQUEUE_SWEEP_GRACE_SECONDS": "0",
-    }
-    options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-    if "data_folder_in" in options:
-        env["GRADEQUEUE_BROKER_DIR"] = options["data_folder_in"]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
 
 
 def test_worker_killed_during_delivery_grade_delivered_once_after_recovery(
