@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
+
 REMIND_SECONDS = 60.0
 
 
@@ -116,6 +118,9 @@ database = Outage(
     logging.getLogger("grading.database"),
     consequence="XQueue calls that need it answer the failure envelope",
 )
+# The errors of a database that cannot be reached or dropped the connection (as opposed to one that refused a
+# value: DataError, IntegrityError, which are the request's own problem).
+DATABASE_CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 # The broker, for grading.publish: a publish that fails leaves the work to the periodic sweep (the database is
 # the record), so while the broker is unreachable publishes are skipped for BROKER_RETRY_SECONDS instead of

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from typing import Any
 
 from django.conf import settings
@@ -18,7 +16,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core import signing
 from django.core.exceptions import DisallowedRedirect, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError
 from django.http import FileResponse, HttpResponse
 from django.middleware.csrf import get_token
 from django.utils.decorators import method_decorator
@@ -28,7 +26,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from grading import access, files, headers, lifecycle, logins, outage, submissions, text, throttle
+from grading import access, files, headers, lifecycle, logins, longpoll, outage, submissions, text, throttle
 from grading.api import inputs
 from grading.api.envelope import fail, ok
 from grading.conf import setting
@@ -38,19 +36,8 @@ LOGIN_URL = "/xqueue/login/"
 # What a client is told when the database fails under a call (a restart, a dropped connection): the failure
 # envelope, which every client takes as "try again later" (a 500 would be "server broken").
 DATABASE_UNAVAILABLE = "Service temporarily unavailable; try again"
-# The errors of a database that cannot be reached or dropped the connection (as opposed to one that refused a
-# value: DataError, IntegrityError, which are this request's own problem).
-CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 logger = logging.getLogger("grading.api")
-
-
-# XQueue requests in progress in this process, and those of them holding an empty get_submission.
-_in_progress = 0
-_waiting = 0
-# How many times a request took the last free web thread of this process.
-_crowded = 0
-_waiting_lock = threading.Lock()
 
 
 class XQueueView(APIView):
@@ -61,7 +48,7 @@ class XQueueView(APIView):
     uses_database = True
 
     def handle_exception(self, exc: Exception) -> Any:
-        if isinstance(exc, CONNECTION_ERRORS):
+        if isinstance(exc, outage.DATABASE_CONNECTION_ERRORS):
             self._database_failed = True
             outage.database.failed(exc)
             return fail(DATABASE_UNAVAILABLE)
@@ -87,16 +74,8 @@ class XQueueView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        global _in_progress, _crowded
-        with _waiting_lock:
-            _in_progress += 1
-            if _in_progress >= int(setting("WEB_THREADS")):
-                _crowded += 1  # seen by waiting polls however briefly every thread was taken
-        try:
+        with longpoll.in_progress():  # a waiting get_submission gives its thread back when they run out
             return super().dispatch(request, *args, **kwargs)
-        finally:
-            with _waiting_lock:
-                _in_progress -= 1
 
     def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
         return fail(self.not_allowed_message)
@@ -250,9 +229,7 @@ class GetSubmissionView(XQueueView):
         if queue.mode != QueueMode.PULL:
             # Its dispatcher hands work out (within the queue's in-flight cap): nothing here to pull.
             return fail(f"Queue '{name}' is empty")
-        lease = lifecycle.lease_next(queue, request.user)
-        if lease is None:
-            lease = _wait_for_work(queue, request.user, float(setting("EMPTY_POLL_WAIT")))
+        lease = longpoll.lease(queue, request.user)
         if lease is None:
             return fail(f"Queue '{name}' is empty")
         links = {}
@@ -269,52 +246,6 @@ class GetSubmissionView(XQueueView):
         )
 
     post = get
-
-
-# How often a waiting get_submission looks for new work: an index-only look-up, not a lease attempt.
-EMPTY_POLL_STEP = 0.02
-
-
-def _wait_for_work(queue: Any, user: Any, wait: float) -> lifecycle.Lease | None:
-    """Hold an empty get_submission for up to ``wait`` seconds, leasing the first submission that arrives.
-
-    At most EMPTY_POLL_WAITERS requests of this process wait at once; the others answer at once. None waits,
-    and a waiting one answers at once, while every web thread of the process (WEB_THREADS) has a request:
-    more may be queued behind them, graders with work among them. With 240 idle graders polling beside 16
-    working ones, waits that kept their threads took the working graders from 28 to 11 grades a second
-    (bench/scale_load.py).
-    """
-    global _waiting
-    if wait <= 0:
-        return None
-    threads = int(setting("WEB_THREADS"))
-    with _waiting_lock:
-        if _waiting >= int(setting("EMPTY_POLL_WAITERS")) or _in_progress >= threads:
-            return None
-        _waiting += 1
-        crowded = _crowded
-    try:
-        deadline = time.monotonic() + wait
-        error: Exception | None = None
-        while time.monotonic() < deadline and _crowded == crowded:
-            time.sleep(min(EMPTY_POLL_STEP, max(0.0, deadline - time.monotonic())))
-            try:
-                if lifecycle.queue_length(queue.pk, limit=1):
-                    lease = lifecycle.lease_next(queue, user)
-                    if lease is not None:
-                        return lease
-                error = None
-            except CONNECTION_ERRORS as exc:
-                # A dropped connection (a database restart, a proxy cut) must not end the wait: drop it, and
-                # the next look opens a new one. Only an error that lasts to the end is the reply.
-                error = exc
-                connection.close()
-        if error is not None:
-            raise error
-        return None
-    finally:
-        with _waiting_lock:
-            _waiting -= 1
 
 
 class PutResultView(XQueueView):
