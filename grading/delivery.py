@@ -16,7 +16,7 @@ import urllib3
 from django.db import connection
 from requests.utils import get_environ_proxies
 
-from grading import lifecycle, scoring_signal
+from grading import lifecycle, outage, scoring_signal
 from grading.conf import setting
 
 logger = logging.getLogger("grading.delivery")
@@ -225,7 +225,7 @@ def send_many(claims: list[lifecycle.DeliveryClaim]) -> list[lifecycle.DeliveryO
         if pending and time.monotonic() - renewed >= every:
             try:
                 lifecycle.extend_claims(claims[index[future]] for future in pending)
-            except lifecycle.TRANSIENT_DB_ERRORS:
+            except outage.DATABASE_CONNECTION_ERRORS:
                 # The claims still hold for the rest of their guard; the next beat tries again, shortly.
                 _drop_connection()
                 time.sleep(RECORD_RETRY_SECONDS)
@@ -256,7 +256,7 @@ def _record_answers(
     while True:
         try:
             return lifecycle.record_deliveries(attempts)
-        except lifecycle.TRANSIENT_DB_ERRORS as exc:
+        except outage.DATABASE_CONNECTION_ERRORS as exc:
             if connection.in_atomic_block or time.monotonic() + RECORD_RETRY_SECONDS > until:
                 raise
             if not warned:
@@ -290,7 +290,7 @@ def _record(
         return
     try:
         recorded = _record_answers([(claims[i], status, error, ms) for i, status, error, ms in answered], until)
-    except lifecycle.TRANSIENT_DB_ERRORS:
+    except outage.DATABASE_CONNECTION_ERRORS:
         raise
     except Exception:
         # One of them cannot be recorded (the whole lot was rolled back): one at a time, so that it fails alone.
@@ -301,7 +301,7 @@ def _record(
         for i, status, error, ms in answered:
             try:
                 recorded.append(lifecycle.record_delivery(claims[i], http_status=status, error=error, duration_ms=ms))
-            except lifecycle.TRANSIENT_DB_ERRORS:
+            except outage.DATABASE_CONNECTION_ERRORS:
                 raise
             except Exception as exc:
                 recorded.append((_fail_alone(claims[i], exc), None))
@@ -313,7 +313,7 @@ def _record(
 def _fail_alone(claim: lifecycle.DeliveryClaim, exc: BaseException) -> lifecycle.DeliveryOutcome:
     try:
         return lifecycle.fail_delivery(claim, exc)
-    except lifecycle.TRANSIENT_DB_ERRORS:
+    except outage.DATABASE_CONNECTION_ERRORS:
         raise
     except Exception:
         # Not even that could be recorded: the claim lapses and the sweep tries the submission again later.

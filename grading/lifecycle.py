@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
-from grading import grades, publish, scoring_signal
+from grading import grades, outage, publish, scoring_signal
 from grading.conf import policy_for, setting
 from grading.models import PUSH_MODES, Queue, Status, Submission, SubmissionEvent, callback_digest
 
@@ -901,11 +901,6 @@ FROM scored JOIN grading_queue AS q ON q.id = scored.queue_id
 """
 
 
-# Database errors that stop every submission alike (the connection, the server): these are raised, for the
-# task's retries, instead of failing the submission at hand.
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
-
-
 def _pg_score(
     select_sql: str, params: dict[str, Any], actor: str, *, isolate: bool = True
 ) -> tuple[int, list[DeliveryClaim]]:
@@ -934,7 +929,7 @@ def _pg_score(
                     _PG_SCORE_SQL, {"ids": good, "now": now, "guard": now + delivery_guard(), "actor": actor}
                 )
                 rows = cursor.fetchall()
-    except TRANSIENT_DB_ERRORS:
+    except outage.DATABASE_CONNECTION_ERRORS:  # stops every submission alike: raised, for the retries
         raise
     except Exception:
         if not isolate or not taken:
@@ -957,7 +952,7 @@ def _score_each(ids: list[int], actor: str) -> list[DeliveryClaim]:
                 claim = next(iter(_pg_score(_PG_SCORE_ONE_SELECT, {"id": pk}, actor, isolate=False)[1]), None)
             else:
                 claim = score_and_claim(pk, actor=actor)
-        except TRANSIENT_DB_ERRORS:
+        except outage.DATABASE_CONNECTION_ERRORS:
             raise
         except Exception as exc:
             fail_after_error(pk, Status.RETURNED, reason="scoring_error", what="scoring", exc=exc, actor=actor)
@@ -990,7 +985,7 @@ def fail_after_error(
     )
     try:
         return fail(submission_id, from_status, reason=reason, why=why, actor=actor, where=where, clear_lease=False)
-    except TRANSIENT_DB_ERRORS:
+    except outage.DATABASE_CONNECTION_ERRORS:
         raise
     except Exception:
         logger.error(
@@ -1013,7 +1008,7 @@ def score_returned_batch(limit: int, *, actor: str = "system:scoring") -> tuple[
     try:
         # MySQL/MariaDB and SQLite: the batch in one locking transaction (SKIP LOCKED where there are row locks).
         return _locking_score(waiting.select_for_update(skip_locked=True)[:limit], actor)
-    except TRANSIENT_DB_ERRORS:
+    except outage.DATABASE_CONNECTION_ERRORS:
         raise
     except Exception:
         # As on PostgreSQL: the batch rolled back, its rows are scored one at a time, the one that raises alone.

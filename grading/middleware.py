@@ -12,9 +12,9 @@ from django.contrib.messages.middleware import MessageMiddleware as DjangoMessag
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import TooManyFieldsSent
-from django.db import InterfaceError, OperationalError
 from django.utils.http import parse_header_parameters
 
+from grading import outage
 from grading.api.envelope import CONTENT_TYPE, encode, envelope
 from grading.conf import setting
 
@@ -48,10 +48,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
             if not request.path_info.startswith(API_PREFIX):
                 raise
             return response
-        except (OperationalError, InterfaceError) as exc:
+        except outage.DATABASE_CONNECTION_ERRORS as exc:
             if not request.path_info.startswith(API_PREFIX):
                 raise
-            from grading import outage
             from grading.api.envelope import fail
             from grading.api.views import DATABASE_UNAVAILABLE
 

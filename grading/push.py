@@ -34,7 +34,7 @@ import requests
 from django.db import transaction
 
 from gradequeue_grader.protocol import ReplyRoute, grade_message
-from grading import files, lifecycle, publish, secretbox
+from grading import files, lifecycle, outage, publish, secretbox
 from grading.conf import setting
 from grading.models import Queue, QueueMode, Status, Submission
 
@@ -144,7 +144,7 @@ def _take_reply(
         if not isinstance(reply, str):
             raise TypeError(f"the reply is {type(reply).__name__}, not text")
         return lifecycle.accept_result(submission_id, key, reply, None, [queue_id], actor=actor)
-    except lifecycle.TRANSIENT_DB_ERRORS:
+    except outage.DATABASE_CONNECTION_ERRORS:
         raise
     except Exception as exc:
         lifecycle.fail_after_error(

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
-
 from celery_app import app
-from grading import delivery, lifecycle, publish, push
+from grading import delivery, lifecycle, outage, publish, push
 
 # Only database hiccups are retried by Celery. LMS delivery keeps its own retry schedule in the database
 # (lifecycle.record_delivery), so that it survives restarts and shows in the submission's timeline.
-TRANSIENT = (OperationalError, InterfaceError)
+TRANSIENT = outage.DATABASE_CONNECTION_ERRORS
 COMMON: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
