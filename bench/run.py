@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 GQ_VENV = ROOT / ".venv" / "bin"
@@ -36,6 +38,11 @@ PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 MY = os.environ.get("BENCH_MYSQL", "mysql://root@127.0.0.1:3306")
 BROKER = os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672/gq_bench")
 CACHE = os.environ.get("BENCH_CACHE", "redis://127.0.0.1:6379/11")
+# The "mariadb" contestant is another deployment: a cache of its own (the next Redis database), or its web
+# would find the PostgreSQL deployment's cached accounts under the same ids and refuse every session.
+CACHE_MY = os.environ.get(
+    "BENCH_CACHE_MARIADB", "{}/{}".format(*CACHE.rsplit("/", 1)[:1], int(CACHE.rsplit("/", 1)[1]) + 1)
+)
 PREFIX = os.environ.get("BENCH_DB_PREFIX", "gq_bench_")
 HOST = "127.0.0.1"
 PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "28141"))
@@ -197,7 +204,7 @@ def gq_env(db: str, server: str = PG) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": f"{server}/{db}",
         "CELERY_BROKER_URL": BROKER,
-        "CACHE_URL": CACHE,
+        "CACHE_URL": CACHE if server == PG else CACHE_MY,
         "DJANGO_SECRET_KEY": "benchmark-only-secret-key-not-for-deployment",
         "GRADEQUEUE_CELERY_QUEUE": "gradequeue-bench",
         # The benchmark's LMS listens on the loopback; production settings refuse callbacks anywhere unlisted.
@@ -440,6 +447,10 @@ def run_one(contestant: str, wl: Workload, rep: int, logdir: Path) -> dict[str, 
         elif contestant == "mariadb":
             db = f"{PREFIX}run_mariadb"
             mariadb_database(db, wl.backlog, log)
+        if contestant in ("gradequeue", "mariadb"):
+            # Each run is a new deployment on a database cloned afresh: its cache starts empty too. A cache kept
+            # from the run before made later runs' web refuse the graders' sessions (thousands of re-logins).
+            redis.Redis.from_url(CACHE if contestant == "gradequeue" else CACHE_MY).flushdb()
         server = Contestant(contestant, db, logdir, wl.env)
         cmd = [
             sys.executable,
