@@ -916,13 +916,7 @@ def _pg_score(
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(select_sql, params)
             taken = cursor.fetchall()
-            good: list[int] = []
-            for pk, reply in taken:
-                problem = grades.validate_grade(reply)
-                if problem is None:
-                    good.append(pk)
-                else:
-                    _fail_reply(pk, problem, actor, now)
+            good = _usable_replies(taken, actor, now)
             rows: list[tuple[Any, ...]] = []
             if good:
                 cursor.execute(
@@ -1025,13 +1019,7 @@ def _locking_score(returned: Any, actor: str) -> tuple[int, list[DeliveryClaim]]
     now = timezone.now()
     with transaction.atomic():
         taken = list(returned.values_list("pk", "grader_reply"))
-        good: list[int] = []
-        for pk, reply in taken:
-            problem = grades.validate_grade(reply)
-            if problem is None:
-                good.append(pk)
-            else:
-                _fail_reply(pk, problem, actor, now)
+        good = _usable_replies(taken, actor, now)
         rows: list[tuple[Any, ...]] = []
         if good:
             Submission.objects.filter(pk__in=good, status=Status.RETURNED).update(
@@ -1065,6 +1053,18 @@ def _locking_score(returned: Any, actor: str) -> tuple[int, list[DeliveryClaim]]
         log_transition(pk, Status.RETURNED, Status.GRADED, "scored", actor, queue_name)
         claims.append(DeliveryClaim(pk, Status.GRADED, attempt, url, header, body, now, queue_name, now))
     return len(taken), claims
+
+
+def _usable_replies(taken: Iterable[tuple[Any, ...]], actor: str, now: datetime) -> list[int]:
+    """The ids of the claimed (id, reply) rows whose reply is a usable grade; the others are failed here."""
+    good: list[int] = []
+    for pk, reply in taken:
+        problem = grades.validate_grade(reply)
+        if problem is None:
+            good.append(pk)
+        else:
+            _fail_reply(pk, problem, actor, now)
+    return good
 
 
 def _fail_reply(submission_id: int, problem: str, actor: str, now: datetime) -> bool:
