@@ -18,7 +18,8 @@ still open; such an id is kept in ``MetricGap`` and looked for again by later ro
 ``GAP_HORIZON`` old (a transaction rolled back, or one open that long, is not counted).
 
 The gauges (waiting, leased, failed, dead letters, oldest waiting) are ``grading.stats.queue_stats``, whose
-queries walk the partial indexes of the live states only.
+queries walk the partial indexes of the live states only; the one part of them that grows with the history,
+the failure notices already delivered, is a counter rolled up here (``notices_delivered``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models import (
+    BooleanField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.utils import timezone
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -37,7 +49,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from grading.models import MetricCounter, MetricGap, MetricsWatermark, Status, Submission, SubmissionEvent
-from grading.stats import queue_stats
+from grading.stats import NOTICES_DELIVERED, queue_stats
 
 # Seconds from submission to a grade (or a failure notice): graders take seconds to minutes, and a queue
 # without graders during an exam shows up in the last buckets.
@@ -93,6 +105,21 @@ def _histogram_deltas(deltas: Deltas, events: QuerySet[SubmissionEvent], name: s
             deltas[(queue_id, f"{name}:le:{float(bucket)}")] += row[f"le_{i}"]
 
 
+def requeued_notices(events: QuerySet[SubmissionEvent]) -> QuerySet[SubmissionEvent]:
+    """The requeues among ``events`` that took a delivered failure notice (not a delivered grade) back: the
+    submission's last arrival in delivered before the requeue came from failed."""
+    arrival = (
+        SubmissionEvent.objects.filter(
+            submission_id=OuterRef("submission_id"), pk__lt=OuterRef("pk"), to_status=Status.DELIVERED
+        )
+        .exclude(from_status=Status.DELIVERED)
+        .order_by("-pk")
+        .values("from_status")[:1]
+    )
+    requeues = events.filter(from_status=Status.DELIVERED, to_status=Status.QUEUED)
+    return requeues.annotate(came_from=Subquery(arrival)).filter(came_from=Status.FAILED)
+
+
 def _count(deltas: Deltas, events: QuerySet[SubmissionEvent]) -> None:
     """Add ``events`` to ``deltas``, aggregated by the database (a few rows per queue come back)."""
     for row in events.values("submission__queue_id", "from_status", "to_status", "reason").annotate(n=Count("id")):
@@ -107,6 +134,14 @@ def _count(deltas: Deltas, events: QuerySet[SubmissionEvent]) -> None:
             deltas[(queue_id, "delivery_attempts")] += n
             if reason in DELIVERY_FAILURE_REASONS:
                 deltas[(queue_id, "delivery_failures")] += n
+    # The delivered failure notices (queue_stats' "failed" past the live states): one arrives with each
+    # failed -> delivered and leaves with its requeue (delivered -> queued, when it had arrived from failed),
+    # or with its purge (before_purge).
+    notices = events.filter(from_status=Status.FAILED, to_status=Status.DELIVERED)
+    for arrived in notices.values("submission__queue_id").annotate(n=Count("id")).order_by():
+        deltas[(arrived["submission__queue_id"], NOTICES_DELIVERED)] += arrived["n"]
+    for requeued in requeued_notices(events).values("submission__queue_id").annotate(n=Count("id")).order_by():
+        deltas[(requeued["submission__queue_id"], NOTICES_DELIVERED)] -= requeued["n"]
     # A grading round ends with a grade or a failure notice; each delivery ends a delivery.
     graded = Q(to_status__in=GRADE_STATES, from_status__in=GRADING_STATES)
     _histogram_deltas(deltas, events, "submit_to_graded", "submission__created_at", graded)
@@ -211,6 +246,9 @@ def before_purge(submission_ids: list[int]) -> None:
     deltas: Deltas = defaultdict(float)
     for row in Submission.objects.filter(pk__in=submission_ids).values("queue_id", "status").annotate(n=Count("id")):
         deltas[(row["queue_id"], f"status:{row['status']}")] -= row["n"]
+    notices = Submission.objects.filter(pk__in=submission_ids, status=Status.DELIVERED).exclude(failure_reason="")
+    for purged in notices.values("queue_id").annotate(n=Count("id")).order_by():
+        deltas[(purged["queue_id"], NOTICES_DELIVERED)] -= purged["n"]
     _apply(deltas)
 
 
@@ -270,9 +308,8 @@ class QueueCollector(Collector):
         yield from gauges.values()
         yield oldest
 
-        # The counters are read after the roll-up has added what happened since the last scrape; when another
-        # process is rolling up, they are read as that process last committed them.
-        rollup(batch=SCRAPE_ROLLUP_EVENTS, once=True)
+        # queue_stats has rolled up what happened since the last scrape, so the counters below are as recent;
+        # when another process is rolling up, they are read as that process last committed them.
         values = counters()
 
         expired = CounterMetricFamily(

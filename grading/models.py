@@ -150,17 +150,29 @@ class Submission(models.Model):
             # get_submission / get_queuelen: the oldest waiting submission of one queue, and their count.
             models.Index(fields=["queue", "id"], name="sub_waiting", condition=Q(status="queued")),
             # The reclaim sweep: leases that have expired.
-            models.Index(fields=["lease_expires_at"], name="sub_leased", condition=Q(status="pulled")),
+            # With the queue beside each entry, queue_stats counts the leases of each queue from this index alone.
+            models.Index(
+                fields=["lease_expires_at"], name="sub_leased", condition=Q(status="pulled"), include=["queue"]
+            ),
             # Superseding: earlier submissions for the same student and problem, from the same LMS account in
             # the same queue (another tenant's rows with the same callback URL are not even visited).
             models.Index(fields=["callback_hash", "queue", "submitted_by"], name="sub_supersede"),
             # The follow-up sweep and the admin filters.
             models.Index(fields=["status", "updated_at"], name="sub_status_updated"),
-            # queue_stats' "could not be graded": a failure notice stays in delivered for the rest of the
-            # semester, and without this index counting them walks every delivered submission. With the id,
-            # the count reads the index alone (those rows no longer change), not one table page per row.
+            # queue_stats' waiting and dead letters (count and oldest per queue and status), read from the index
+            # alone: the live rows only, wherever the semester's rows have put them in the table. Not the leased
+            # ones: with them here, PostgreSQL would find a queue's expired leases (in every lease and "is there
+            # work?") by reading each of its leases instead of sub_leased's range of the expired.
             models.Index(
-                fields=["queue", "id"],
+                fields=["queue", "status", "created_at"],
+                name="sub_live",
+                condition=Q(status__in=["queued", "dead_letter"]),
+            ),
+            # The submissions that could not be graded (requeue_failed's candidates). queue_stats counts the
+            # failed and dead-lettered ones from the index alone by (queue, status); the delivered notices,
+            # which stay for the rest of the semester, come from the metrics' roll-up instead.
+            models.Index(
+                fields=["queue", "status", "id"],
                 name="sub_failed",
                 condition=Q(status__in=["failed", "delivered", "dead_letter"]) & ~Q(failure_reason=""),
             ),

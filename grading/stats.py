@@ -2,7 +2,8 @@
 
 One place computes these numbers for the ``queue_stats`` command, the status page and the Prometheus
 metrics, so that the three always agree. Everything is read from the database at the moment it is asked
-for: web and Celery processes come and go, and only the database knows the whole picture.
+for: web and Celery processes come and go, and only the database knows the whole picture. The failure
+notices already delivered are read from the metrics' rolled-up counters, as of the roll-up each read does.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
-from grading.models import Queue, QueueSample, Status, Submission
+from grading.models import MetricCounter, Queue, QueueSample, Status, Submission
 
 # A submission "could not be graded" (and the student was or will be told so) when it carries a
 # failure reason in one of these states. ``requeue_failed`` picks exactly these up; a requeue clears the
 # reason, so they stop counting once they are back in the queue.
 FAILED_STATES = (Status.FAILED, Status.DELIVERED, Status.DEAD_LETTER)
+
+
+# Waiting and dead letters, counted through the partial index sub_live, and the leases through sub_leased:
+# the same rows whatever the history kept.
+LIVE_STATES = (Status.QUEUED, Status.DEAD_LETTER)
+# The failure notices already delivered: the part of "could not be graded" that stays for the rest of the
+# semester. It is a counter rolled up from the event trail (grading.metrics), not a count over the rows.
+NOTICES_DELIVERED = "notices_delivered"
 
 
 def failed_submissions() -> QuerySet[Submission]:
@@ -45,7 +54,14 @@ class QueueStats:
 
 
 def queue_stats(names: list[str] | None = None, *, now: datetime | None = None) -> list[QueueStats]:
-    """One row per queue (all queues, or those named), in name order; empty queues have zeros."""
+    """One row per queue (all queues, or those named), in name order; empty queues have zeros.
+
+    What it reads is the same at any size: the live states through their partial indexes, and the delivered
+    failure notices from the metrics' counters, after rolling up what happened since the last roll-up (up to
+    a scrape's share; beat rolls up the rest every 15 s)."""
+    from grading import metrics  # metrics reads its gauges from here
+
+    metrics.rollup(batch=metrics.SCRAPE_ROLLUP_EVENTS, once=True)
     now = now or timezone.now()
     queues = Queue.objects.order_by("name")
     if names:
@@ -53,22 +69,31 @@ def queue_stats(names: list[str] | None = None, *, now: datetime | None = None) 
     rows = {pk: QueueStats(name=name, queue_id=pk, now=now) for pk, name in queues.values_list("pk", "name")}
     if not rows:
         return []
+    # Count("*"), not of the id: the id is not in sub_live, and PostgreSQL would read the table for it.
     live = (
-        Submission.objects.filter(queue_id__in=rows, status__in=(Status.QUEUED, Status.PULLED, Status.DEAD_LETTER))
+        Submission.objects.filter(queue_id__in=rows, status__in=LIVE_STATES)
         .values("queue_id", "status")
-        .annotate(n=Count("id"), oldest=Min("created_at"))
+        .annotate(n=Count("*"), oldest=Min("created_at"))
+        .order_by()
     )
     for item in live:
         stats = rows[item["queue_id"]]
         if item["status"] == Status.QUEUED:
             stats.waiting = item["n"]
             stats.oldest_waiting_at = item["oldest"]
-        elif item["status"] == Status.PULLED:
-            stats.leased = item["n"]
         else:
             stats.dead_letter = item["n"]
-    for failed in failed_submissions().filter(queue_id__in=rows).values("queue_id").annotate(n=Count("id")):
-        rows[failed["queue_id"]].failed = failed["n"]
+    leased = Submission.objects.filter(queue_id__in=rows, status=Status.PULLED)
+    for lease in leased.values("queue_id").annotate(n=Count("*")).order_by():
+        rows[lease["queue_id"]].leased = lease["n"]
+    # Could not be graded: those still failed or dead-lettered (sub_failed's entries by queue and status),
+    # and the notices already delivered (rolled up: one per failed -> delivered, less requeues and purges).
+    pending = failed_submissions().filter(queue_id__in=rows, status__in=(Status.FAILED, Status.DEAD_LETTER))
+    for failed in pending.values("queue_id").annotate(n=Count("*")).order_by():
+        rows[failed["queue_id"]].failed += failed["n"]
+    notices = MetricCounter.objects.filter(queue_id__in=rows, name=NOTICES_DELIVERED)
+    for queue_id, value in notices.values_list("queue_id", "value"):
+        rows[queue_id].failed += int(value)
     return list(rows.values())
 
 
