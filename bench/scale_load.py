@@ -20,7 +20,8 @@ counted (not enforced: a slow reply is still read, to time it).
   off. Counted: requests, 5xx and other HTTP errors, requests over 1 s, graded/s, p50/p99/max.
 - ``purge``: 1 M delivered submissions kept (30 days old, five events each) beside a queue of 100 000
   waiting; ``--purge-graders`` (16) pull for ``--purge-baseline`` seconds, then ``manage.py purge_submissions
-  --older-than-days 7`` runs while they go on; the purge's rows/s, and the graders' p99 before and during.
+  --older-than-days 7`` runs while they go on (once per ``--purge-batch`` and ``--purge-max-rate``, each on a
+  fresh copy of the seeded database); the purge's rows/s, and the graders' p99 before and during.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres CACHE_URL=redis://127.0.0.1:6379/3 \\
     CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/gq_bench .venv/bin/python bench/scale_load.py --part all
@@ -506,7 +507,7 @@ def part_purge(args: argparse.Namespace) -> None:
     if not args.reuse:
         seed(template, "purge")
     rows = []
-    for batch in args.purge_batch:
+    for batch, max_rate in [(b, r) for b in args.purge_batch for r in args.purge_max_rate]:
         admin_sql(
             f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', f'CREATE DATABASE "{database}" TEMPLATE "{template}"'
         )
@@ -525,8 +526,9 @@ def part_purge(args: argparse.Namespace) -> None:
             runner.start()
             time.sleep(args.warmup + args.purge_baseline)
             p_start = time.monotonic() - t0
+            command = ["manage.py", "purge_submissions", "--older-than-days", "7", "--batch", str(batch), "-v", "2"]
             purger = subprocess.Popen(
-                [sys.executable, "manage.py", "purge_submissions", "--older-than-days", "7", "--batch", str(batch)],
+                [sys.executable, *command, *(["--max-rate", str(max_rate)] if max_rate else [])],
                 cwd=ROOT,
                 env=server_env(database),
                 stdout=subprocess.PIPE,
@@ -552,20 +554,21 @@ def part_purge(args: argparse.Namespace) -> None:
         deleted = 1_000_000 - int(left[0] if left else 0)
         before = summary(results, args.warmup, args.warmup + args.purge_baseline)
         during = summary(results, p_start, p_end)
-        rows.append((batch, deleted, p_end - p_start, before, during, said))
-        print(f"  batch {batch}: {said[:120]}", flush=True)
+        rows.append((batch, max_rate, deleted, p_end - p_start, before, during, said))
+        print(f"  batch {batch}, max rate {max_rate or '-'}: {' '.join(said.split())[:300]}", flush=True)
     print(
         f"\nPart 3: purge_submissions over 1 M delivered submissions (5 M events) while {args.purge_graders} graders "
         f"pull; {args.purge_baseline:.0f} s before the purge, then during it (ms)"
     )
     print(
-        f"{'batch':>6}{'deleted':>9}{'seconds':>9}{'rows/s':>8}{'p50 before':>12}{'p99':>8}{'p50 during':>12}"
-        f"{'p99':>8}{'max':>8}{'graded/s before':>17}{'during':>8}{'errors':>8}"
+        f"{'batch':>6}{'max rate':>9}{'deleted':>9}{'seconds':>9}{'subs/s':>8}{'p50 before':>12}{'p99':>8}"
+        f"{'p50 during':>12}{'p99':>8}{'max':>8}{'graded/s before':>17}{'during':>8}{'errors':>8}"
     )
-    for batch, deleted, seconds, before, during, _ in rows:
+    for batch, max_rate, deleted, seconds, before, during, _ in rows:
         b, d = before["lat"].get("all", []), during["lat"].get("all", [])
         print(
-            f"{batch:>6}{deleted:>9}{seconds:>9.0f}{deleted / seconds:>8.0f}{pct(b, 0.5):>12.1f}{pct(b, 0.99):>8.1f}"
+            f"{batch:>6}{max_rate or '-':>9}{deleted:>9}{seconds:>9.0f}{deleted / seconds:>8.0f}"
+            f"{pct(b, 0.5):>12.1f}{pct(b, 0.99):>8.1f}"
             f"{pct(d, 0.5):>12.1f}{pct(d, 0.99):>8.1f}{during['max_ms']:>8.0f}{before['graded_per_s']:>17.0f}"
             f"{during['graded_per_s']:>8.0f}{sum(during['errors'].values()):>8}",
             flush=True,
@@ -587,12 +590,19 @@ def main() -> int:
     parser.add_argument("--purge-graders", type=int, default=16)
     parser.add_argument("--purge-limit", type=float, default=900.0, help="the purge is stopped after this long")
     parser.add_argument("--purge-batch", type=int, action="append", help="repeatable; default 500")
+    parser.add_argument(
+        "--purge-max-rate",
+        type=int,
+        action="append",
+        help="purge_submissions --max-rate; repeatable, 0: no limit (default)",
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT_BASE", "28141")) + 20)
     args = parser.parse_args()
     if args.seed:
         seed_here(args.seed)
         return 0
     args.purge_batch = args.purge_batch or [500]
+    args.purge_max_rate = args.purge_max_rate or [0]
     for part in ["queues", "graders", "purge"] if args.part == "all" else [args.part]:
         {"queues": part_queues, "graders": part_graders, "purge": part_purge}[part](args)
     return 0
