@@ -17,7 +17,9 @@ counted (not enforced: a slow reply is still read, to time it).
 - ``graders``: 256 graders against 2 x 8 web threads, beside 16 graders as the baseline, on a queue of 200 000
   waiting: all working (no grading time, each grader as fast as it can), then 16 working while 240 poll an
   empty queue as watchers do (1 s sleep after each empty reply) with the empty-poll wait on (0.5 s) and
-  off. Counted: requests, 5xx and other HTTP errors, requests over 1 s, graded/s, p50/p99/max.
+  off; with ``--grade-seconds``, also 256 graders that each spend that long grading on average, as watchers
+  running the students' code do. Counted: requests, 5xx and other HTTP errors, requests over 1 s, graded/s,
+  p50/p99/max.
 - ``purge``: 1 M delivered submissions kept (30 days old, five events each) beside a queue of 100 000
   waiting; ``--purge-graders`` (16) pull for ``--purge-baseline`` seconds, then ``manage.py purge_submissions
   --older-than-days 7`` runs while they go on (once per ``--purge-batch`` and ``--purge-max-rate``, each on a
@@ -301,7 +303,9 @@ def grader_loop(
             continue
         header = json.loads(reply["content"])["xqueue_header"]
         if spec.get("grade_seconds"):
-            time.sleep(spec["grade_seconds"])
+            # As a watcher runs the student's code: half to one and a half times the mean, so that the
+            # graders do not come back in step.
+            time.sleep(spec["grade_seconds"] * rng.uniform(0.5, 1.5))
         reply = call("put_result", "POST", "/xqueue/put_result/", {"xqueue_header": header, "xqueue_body": GRADE})
         if reply is not None and reply["return_code"] == 0:
             record.graded += 1
@@ -461,6 +465,10 @@ def part_graders(args: argparse.Namespace) -> None:
     runs = [
         ("16 working", working(16), {}),
         ("256 working", working(256), {}),
+        *[
+            (f"256 working, grading {g:g} s", [(u, q, {**spec, "grade_seconds": g}) for u, q, spec in working(256)], {})
+            for g in args.grade_seconds
+        ],
         ("16 working + 240 idle, wait 0.5 s", working(16) + idle, {"GRADEQUEUE_EMPTY_POLL_WAIT": "0.5"}),
         ("16 working + 240 idle, no wait", working(16) + idle, {"GRADEQUEUE_EMPTY_POLL_WAIT": "0"}),
     ]
@@ -586,6 +594,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--client-processes", type=int, default=8)
+    parser.add_argument(
+        "--grade-seconds",
+        type=float,
+        action="append",
+        default=[],
+        help="part 2: also 256 graders that each spend this long grading on average (repeatable)",
+    )
     parser.add_argument("--purge-baseline", type=float, default=20.0)
     parser.add_argument("--purge-graders", type=int, default=16)
     parser.add_argument("--purge-limit", type=float, default=900.0, help="the purge is stopped after this long")
