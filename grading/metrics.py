@@ -10,8 +10,9 @@ scrape, from any process, reads the same rows. They are rolled up from ``Submiss
 transition appends in its own transaction: a roll-up adds the events with ids above the watermark
 (``MetricsWatermark``) to the counters and moves the watermark, under that row's lock, in one transaction.
 No transition writes a shared row (no hot counter on the lease path). A scrape rolls up what happened since
-the last one (up to SCRAPE_ROLLUP_EVENTS), beat does it every 15 s, and ``purge_submissions`` does it in each
-batch's transaction before it deletes, so nothing is lost on restart or purge.
+the last one (up to SCRAPE_ROLLUP_EVENTS), beat does it every 15 s, and ``purge_submissions`` does it in a
+batch's transaction before it deletes whenever one of the batch's events is not counted yet, so nothing is lost
+on restart or purge.
 
 Event ids are handed out before their transaction commits, so a roll-up can pass an id whose transaction is
 still open; such an id is kept in ``MetricGap`` and looked for again by later roll-ups, until it is
@@ -236,13 +237,18 @@ def rollup(*, batch: int = ROLLUP_BATCH, once: bool = False, now: datetime | Non
 
 
 def before_purge(submission_ids: list[int]) -> None:
-    """In the purge's transaction, before it deletes these submissions (locked) with their events: count
-    every event so far, then take the submissions out of the kept-by-status numbers."""
+    """In the purge's transaction, before it deletes these submissions (locked) with their events: make sure
+    every event of theirs is counted, then take the submissions out of the kept-by-status numbers.
+
+    Their events are old, and normally counted long ago: then the roll-up (of everything since the watermark,
+    in order) is left to beat and the scrapes, and a batch costs one look instead of a roll-up."""
     now = timezone.now()
     mark = _lock(wait=True)
     assert mark is not None
-    while _rollup_batch(mark, now) == ROLLUP_BATCH:
-        pass
+    theirs = SubmissionEvent.objects.filter(submission_id__in=submission_ids)
+    while theirs.filter(Q(pk__gt=mark.last_event_id) | Q(pk__in=MetricGap.objects.values("event_id"))).exists():
+        if _rollup_batch(mark, now) < ROLLUP_BATCH:
+            break  # caught up, passed-over ids that have appeared included: all of theirs are counted
     deltas: Deltas = defaultdict(float)
     for row in Submission.objects.filter(pk__in=submission_ids).values("queue_id", "status").annotate(n=Count("id")):
         deltas[(row["queue_id"], f"status:{row['status']}")] -= row["n"]

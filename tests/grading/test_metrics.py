@@ -268,6 +268,55 @@ def test_purge_counts_events_that_no_scrape_has_seen_before_deleting_them(script
     assert value(samples, "gradequeue_submissions", queue="test-123", status="delivered") == 0
 
 
+def test_a_purge_whose_events_are_counted_leaves_the_newer_events_to_the_roll_up(
+    scripted_run: dict[str, int], queue: Queue, grader_user: Any
+) -> None:
+    from grading import retention
+    from grading.models import MetricsWatermark
+
+    # 100 s in: the re-leased submission's lease (from 71.5 s, 60 s long) has not run out yet.
+    with time_machine.travel(T0 + timedelta(seconds=100), tick=False):
+        scrape()  # every event so far is counted
+        lease = lifecycle.lease_next(queue, grader_user)  # an event after the watermark, of a live submission
+        assert lease is not None and lease.submission_id == scripted_run["waiting"]
+        mark = MetricsWatermark.objects.get().last_event_id
+        assert retention.purge(timedelta(seconds=60)).submissions == 1
+        assert MetricsWatermark.objects.get().last_event_id == mark
+        samples = scrape()
+    assert value(samples, "gradequeue_submissions", queue="test-123", status="delivered") == 0
+    assert value(samples, "gradequeue_submissions", queue="test-123", status="queued") == 0
+    assert value(samples, "gradequeue_submissions", queue="test-123", status="pulled") == 2
+    assert value(samples, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 1
+
+
+def test_purge_counts_a_passed_over_event_of_its_submissions_that_has_appeared_since(
+    scripted_run: dict[str, int],
+) -> None:
+    from grading import retention
+    from grading.models import MetricGap, MetricsWatermark, SubmissionEvent
+
+    before = scrape()
+    assert value(before, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 1
+    # A delivery attempt whose transaction was still open when a roll-up passed its id: below the watermark,
+    # and listed as a gap to look for again.
+    late = SubmissionEvent.objects.create(
+        submission_id=scripted_run["delivered"],
+        from_status="delivered",
+        to_status="delivered",
+        reason="delivery_retry",
+        actor="system:delivery",
+        created_at=T0,
+    )
+    MetricsWatermark.objects.update(last_event_id=late.pk)
+    MetricGap.objects.create(event_id=late.pk, seen_at=T0 + timedelta(days=30))
+    with time_machine.travel(T0 + timedelta(days=30), tick=False):
+        assert retention.purge(timedelta(days=7)).submissions == 1
+        samples = scrape()
+    assert not MetricGap.objects.exists()
+    assert value(samples, "gradequeue_lms_delivery_attempts_total", queue="test-123") == 2
+    assert value(samples, "gradequeue_lms_delivery_failures_total", queue="test-123") == 1
+
+
 def test_a_scrape_costs_the_same_queries_with_ten_times_the_rows_kept(
     queue: Queue, lms_user: Any, fake_lms: FakeLMS, django_assert_num_queries: Any
 ) -> None:
