@@ -10,7 +10,8 @@ class Command(BaseCommand):
     help = (
         "Delete finished submissions (delivered, superseded, cancelled; dead letters only with "
         "--include-dead-letter) that last changed more than --older-than-days ago, with their events "
-        "and stored files, one short transaction per --batch. Example: manage.py purge_submissions --older-than-days 90"
+        "and stored files, one short transaction per --batch. "
+        "Example: manage.py purge_submissions --older-than-days 90"
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -21,7 +22,7 @@ class Command(BaseCommand):
             metavar="DAYS",
             help="Only submissions whose last change is older than this",
         )
-        parser.add_argument("--batch", type=int, default=500, help="Rows deleted per transaction (default 500)")
+        parser.add_argument("--batch", type=int, default=500, help="Submissions deleted per transaction (default 500)")
         parser.add_argument(
             "--include-dead-letter", action="store_true", help="Also delete dead letters: grades the LMS never received"
         )
