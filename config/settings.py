@@ -164,9 +164,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_bin"}
     SILENCED_SYSTEM_CHECKS = ["models.W037", "models.W040"]
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
-    # A health check is a "SELECT 1" round trip before the first query of every request that reuses a
-    # connection, so that a connection broken by a database restart is replaced before it fails a request
-    # (one per thread otherwise). Its cost on the hot path is measured in BENCHMARKS.md (bench/conn_health.py).
+    # Before the first query of every request that reuses a connection, a connection broken by a database
+    # restart is replaced before it fails a request (one per thread otherwise). On MySQL/MariaDB that check is a
+    # ping, a round trip; on PostgreSQL it is a look at the socket, and a round trip only when the server has
+    # sent something or hung up (grading/postgresql_backend).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", True)
 # PostgreSQL: parameters bound by the server, and statements run five times on a connection prepared there: the
 # hot statements (lease, result, scoring) are then planned once per connection instead of once per request,
@@ -174,6 +175,8 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
 # running processes should be restarted (as any deployment does) so that no stale plan is used.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_SERVER_SIDE_BINDING", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True, "prepare_threshold": 5})
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "grading.postgresql_backend"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHE_URL = env_str("CACHE_URL", "")
