@@ -33,7 +33,7 @@ import json
 import logging
 import random
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -377,17 +377,14 @@ def _pg_ids(ids: Iterable[int]) -> str:
 
 @contextlib.contextmanager
 def _planned_for_its_queue() -> Iterator[None]:
-    """Statements run meanwhile are not prepared: PostgreSQL plans each for the queue it is given (and the
-    sweep's for the statuses it names).
+    """Statements run meanwhile are not prepared: PostgreSQL plans each for the parameters it is given.
 
     Other statements are prepared after five runs on a connection (config/settings.py), and PostgreSQL then
-    settles on one plan for any parameters ("generic plan"). For the claim and the full count of one queue,
-    with many short queues and one long one, that plan took the queues' foreign-key index: the claim sorted
-    the whole queue to find its first row (70 ms a lease with 100 000 waiting among 1 000 queues, against
-    0.1 ms when planned for the queue), the count read every row of the queue, handed out or not, instead of
-    the waiting ones' index alone (400 ms against 20-40 ms). bench/scale_load.py; tests/grading/
-    test_lease_plan.py. Planning costs about 0.2 ms. The bounded count (is there work?) too: since it also
-    counts expired leases, its generic plan read the long queue's 20 000 rows as well.
+    settles on one plan for any parameters ("generic plan"). The follow-up sweep's delivery look-up, whose
+    statuses that plan does not know, scanned the whole table that way. The lease and get_queuelen's counts
+    were here too, until the foreign key's own index on queue_id, through which their plans for any queue
+    walked a whole long queue, was dropped (migration 0014, tests/grading/test_lease_plan.py). Planning
+    costs about 0.2 ms.
     """
     raw: Any = connection.connection if connection.vendor == "postgresql" else None
     threshold = getattr(raw, "prepare_threshold", None)
@@ -475,7 +472,7 @@ def queue_length(queue_id: int, *, limit: int | None = None) -> int:
     now = timezone.now()
     if connection.vendor == "postgresql":
         sql = _PG_LENGTH_SQL if limit is None else _PG_BOUNDED_LENGTH_SQL
-        with connection.cursor() as cursor, _planned_for_its_queue():
+        with connection.cursor() as cursor:
             cursor.execute(sql, _pg_length_params(queue_id, limit, now))
             row = cursor.fetchone()
         total = int(row[0]) if row else 0
@@ -626,8 +623,11 @@ def lease_next(queue: Queue, user: Any, *, reason: str = "lease", actor: str | N
     limit = max_attempts_of(queue)
     if connection.vendor == "postgresql":
         # One statement is one transaction in autocommit: no BEGIN/COMMIT round trips around it.
+        # Prepared on the connection after five runs, as other statements: its plan for any queue reads the head of
+        # sub_waiting (no other index starts with queue_id and fits, Submission.queue), and planning the statement
+        # each time cost PostgreSQL more than running it.
         params = _pg_lease_params(queue.pk, key, expires, user_id, now, reason, actor, limit)
-        with connection.cursor() as cursor, _planned_for_its_queue():
+        with connection.cursor() as cursor:
             cursor.execute(_PG_LEASE_SQL, params)
             row = cursor.fetchone()
         if row is None:
