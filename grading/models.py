@@ -106,8 +106,9 @@ def callback_digest(url: str) -> str:
 class Submission(models.Model):
     # No index of its own on queue_id: with one, PostgreSQL's plan for the lease made for any queue (the lease is
     # prepared on each connection) walked that index through the whole of a long queue and sorted it, instead of
-    # reading the head of sub_waiting (tests/grading/test_lease_plan.py). Every look-up by queue has an index
-    # that starts with it and says which rows it wants: sub_waiting, sub_failed, sub_supersede's second column.
+    # reading the head of sub_waiting (tests/grading/test_lease_plan.py). The look-ups by queue read indexes that
+    # start with it and hold only the rows they want (sub_waiting, sub_live, sub_failed); the admin's and the
+    # API's lists filtered by queue walk the primary key, newest first.
     queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="submissions", db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
 
