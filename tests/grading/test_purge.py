@@ -321,7 +321,14 @@ def test_a_pause_is_taken_after_each_full_batch_and_not_after_the_last(
 
 
 @pytest.mark.parametrize(
-    "args", [["--older-than-days", "7", "--max-rate", "0"], ["--older-than-days", "7", "--pause", "-1"]]
+    "args",
+    [
+        ["--older-than-days", "7", "--max-rate", "0"],
+        ["--older-than-days", "7", "--max-rate", "nan"],
+        ["--older-than-days", "7", "--pause", "-1"],
+        ["--older-than-days", "7", "--pause", "inf"],
+        ["--older-than-days", "7", "--pause", "nan"],
+    ],
 )
 def test_bad_pacing_options_are_refused(db: Any, args: list[str]) -> None:
     with pytest.raises(CommandError):

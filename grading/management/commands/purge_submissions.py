@@ -1,3 +1,4 @@
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -45,8 +46,8 @@ class Command(BaseCommand):
             raise CommandError("--batch must be at least 1")
         if opts["max_rate"] is not None and not opts["max_rate"] > 0:
             raise CommandError("--max-rate must be positive")
-        if not opts["pause"] >= 0:
-            raise CommandError("--pause must not be negative")
+        if not 0 <= opts["pause"] < math.inf:
+            raise CommandError("--pause must be a number of seconds, not negative")
         report = retention.purge(
             timedelta(days=opts["older_than_days"]),
             batch=opts["batch"],
